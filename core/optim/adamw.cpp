@@ -1,0 +1,36 @@
+#include "core/optim/adamw.h"
+
+#include <cmath>
+
+#include "core/backend/cpu/ops.h"
+
+namespace cr {
+
+AdamW::AdamW(const ParamLayout& layout, AdamWConfig cfg)
+    : layout_(layout), cfg_(cfg), m_(layout.total()), v_(layout.total()) {}
+
+void AdamW::step(float* params, const float* grads, float lr) {
+  t_++;
+  for (const auto& t : layout_.tensors()) {
+    cpu::adamw_step(params + t.offset, grads + t.offset, m_.data() + t.offset,
+                    v_.data() + t.offset, t.numel, lr, cfg_.beta1, cfg_.beta2, cfg_.eps,
+                    t.decay ? cfg_.weight_decay : 0.f, t_);
+  }
+}
+
+float lr_at(int step, int max_steps, int warmup, float lr, float min_lr) {
+  if (step < warmup) return lr * (float)(step + 1) / (float)warmup;
+  if (max_steps <= warmup) return lr;
+  double progress = (double)(step - warmup) / (double)(max_steps - warmup);
+  if (progress > 1.0) progress = 1.0;
+  double coeff = 0.5 * (1.0 + std::cos(M_PI * progress));
+  return (float)(min_lr + coeff * (lr - min_lr));
+}
+
+float clip_grad_norm(float* grads, size_t n, float max_norm) {
+  const float norm = (float)std::sqrt(cpu::sum_squares(grads, n));
+  if (max_norm > 0.f && norm > max_norm) cpu::scale(grads, n, max_norm / norm);
+  return norm;
+}
+
+}  // namespace cr

@@ -1,0 +1,43 @@
+// The chainrule subcommands, one function each; main.cpp only parses the command line.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "launcher/config.h"
+
+namespace cr {
+
+struct PrepareOptions {
+  std::vector<std::string> inputs;  // files or directories; empty: the embedded default corpus
+  std::string tokenizer = "char";
+  std::string out;
+  double val_fraction = 0.1;
+};
+int run_prepare(const PrepareOptions& opt);
+
+int run_train(const Config& cfg);
+
+struct EvalOptions {
+  std::string model;     // run dir or .safetensors file
+  std::string data_dir;  // empty: the run's data.dir
+  int micro_batch = 8;
+  bool json = false;
+};
+int run_eval(const EvalOptions& opt);
+
+struct SampleOptions {
+  std::string model;
+  std::string data_dir;
+  std::string prompt = "\n";
+  int max_new_tokens = 200;
+  float temperature = 0.8f;
+  int top_k = 40;
+  uint64_t seed = 42;
+};
+int run_sample(const SampleOptions& opt);
+
+// Where the embedded default corpus lives (Debian's fortunes package).
+constexpr const char* kDefaultCorpus = "/usr/share/games/fortunes";
+
+}  // namespace cr

@@ -1,0 +1,224 @@
+#include "launcher/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <map>
+#include <variant>
+
+#include "core/common/error.h"
+
+namespace cr {
+
+namespace {
+
+// ----------------------------------------------------------------------------
+// Schema: one row per key.
+
+struct Field {
+  const char* key;
+  std::variant<int*, int64_t*, float*, std::string*> target;
+  double min, max;  // inclusive range for numbers
+  const char* expect;  // what a valid value looks like, for error messages
+};
+
+std::vector<Field> schema(Config& c) {
+  constexpr double kBig = 1e15;
+  return {
+      {"model.n_layer", &c.model.n_layer, 1, 1024, "an integer in [1, 1024]"},
+      {"model.n_head", &c.model.n_head, 1, 4096, "an integer in [1, 4096]"},
+      {"model.n_embd", &c.model.n_embd, 1, 65536, "an integer in [1, 65536]"},
+      {"model.block_size", &c.model.block_size, 1, 1 << 20, "an integer in [1, 1048576]"},
+      {"model.vocab_size", &c.model.vocab_size, 0, 1 << 24,
+       "an integer in [0, 16777216] (0: take it from data.dir's tokenizer)"},
+      {"train.global_batch", &c.train.global_batch, 1, 1 << 24, "a positive integer (sequences)"},
+      {"train.micro_batch", &c.train.micro_batch, 1, 1 << 20, "a positive integer (sequences)"},
+      {"train.max_steps", &c.train.max_steps, 0, 1e9, "an integer >= 0"},
+      {"train.lr", &c.train.lr, 0, 10, "a number in [0, 10]"},
+      {"train.min_lr", &c.train.min_lr, 0, 10, "a number in [0, 10]"},
+      {"train.warmup_steps", &c.train.warmup_steps, 0, 1e9, "an integer >= 0"},
+      {"train.weight_decay", &c.train.weight_decay, 0, 10, "a number in [0, 10]"},
+      {"train.grad_clip", &c.train.grad_clip, 0, kBig, "a number >= 0 (0 disables clipping)"},
+      {"train.beta1", &c.train.beta1, 0, 0.999999, "a number in [0, 1)"},
+      {"train.beta2", &c.train.beta2, 0, 0.999999, "a number in [0, 1)"},
+      {"train.eps", &c.train.eps, 1e-30, 1, "a number in (0, 1]"},
+      {"train.seed", &c.train.seed, 0, 9.2e18, "an integer >= 0"},
+      {"train.init_from", &c.train.init_from, 0, 0, "a path to GPT-2 safetensors, or empty"},
+      {"data.dir", &c.data.dir, 0, 0, "a directory made by `chainrule prepare`"},
+      {"run.dir", &c.run.dir, 0, 0, "a directory for metrics and the final model"},
+      {"run.log_every", &c.run.log_every, 1, 1e9, "a positive integer (steps)"},
+      {"run.eval_every", &c.run.eval_every, 0, 1e9, "an integer >= 0 (steps; 0: only at the end)"},
+      {"run.eval_batches", &c.run.eval_batches, 1, 1e9, "a positive integer (micro-batches)"},
+      {"parallel.tensor", &c.parallel.tensor, 1, 1,
+       "1 (tensor parallelism needs the distributed launcher)"},
+  };
+}
+
+// ----------------------------------------------------------------------------
+// Parsing one value.
+
+std::string scalar_text(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  return n.IsMap() ? "a mapping" : n.IsSequence() ? "a list" : "nothing";
+}
+
+template <typename Int>
+Int parse_int(const YAML::Node& n, const Field& f, const std::string& where) {
+  const std::string text = scalar_text(n);
+  try {
+    if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+    const double d = n.as<double>();
+    if (d != std::floor(d) || std::fabs(d) > 9.2e18) throw YAML::BadConversion(n.Mark());
+    if (d < f.min || d > f.max)
+      CR_INPUT_ERROR("{}: {} = {} is out of range, expected {}", where, f.key, text, f.expect);
+    return (Int)d;
+  } catch (const YAML::BadConversion&) {
+    CR_INPUT_ERROR("{}: {} = '{}' has the wrong type, expected {}", where, f.key, text, f.expect);
+  }
+}
+
+float parse_float(const YAML::Node& n, const Field& f, const std::string& where) {
+  const std::string text = scalar_text(n);
+  double d;
+  try {
+    if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
+    d = n.as<double>();
+  } catch (const YAML::BadConversion&) {
+    CR_INPUT_ERROR("{}: {} = '{}' has the wrong type, expected {}", where, f.key, text, f.expect);
+  }
+  if (!std::isfinite(d) || d < f.min || d > f.max)
+    CR_INPUT_ERROR("{}: {} = {} is out of range, expected {}", where, f.key, text, f.expect);
+  return (float)d;
+}
+
+void assign(const Field& f, const YAML::Node& n, const std::string& where) {
+  std::visit(
+      [&](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          if (!n.IsScalar() && !n.IsNull())
+            CR_INPUT_ERROR("{}: {} is {}, expected {}", where, f.key, scalar_text(n), f.expect);
+          *p = n.IsNull() ? "" : n.Scalar();
+        } else if constexpr (std::is_same_v<T, float>) {
+          *p = parse_float(n, f, where);
+        } else {
+          *p = parse_int<T>(n, f, where);
+        }
+      },
+      f.target);
+}
+
+std::string located(const std::string& file, const YAML::Mark& m) {
+  return m.is_null() ? file : file + ":" + std::to_string(m.line + 1);
+}
+
+// Walks the YAML tree, assigning every leaf to its schema field.
+void walk(const YAML::Node& node, const std::string& prefix, const std::string& file,
+          const std::map<std::string, const Field*>& fields, std::map<std::string, std::string>& seen) {
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    const std::string key = prefix.empty() ? it->first.Scalar() : prefix + "." + it->first.Scalar();
+    const std::string where = located(file, it->first.Mark());
+    const YAML::Node& value = it->second;
+    auto f = fields.find(key);
+    if (f != fields.end()) {
+      assign(*f->second, value, where);
+      seen[key] = where;
+      continue;
+    }
+    bool is_section = false;
+    for (const auto& [k, unused] : fields) is_section |= k.rfind(key + ".", 0) == 0;
+    if (is_section && value.IsMap()) {
+      walk(value, key, file, fields, seen);
+    } else if (is_section) {
+      CR_INPUT_ERROR("{}: {} is {}, expected a mapping of keys", where, key, scalar_text(value));
+    } else {
+      CR_INPUT_ERROR("{}: unknown key '{}'", where, key);
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------
+// Checks that involve more than one key.
+
+void validate(const Config& c, const std::map<std::string, std::string>& seen) {
+  auto at = [&](const char* key) {
+    auto it = seen.find(key);
+    return it != seen.end() ? it->second : c.source;
+  };
+  if (c.model.n_layer == 0 || c.model.n_head == 0 || c.model.n_embd == 0 || c.model.block_size == 0)
+    CR_INPUT_ERROR("{}: model.n_layer, model.n_head, model.n_embd and model.block_size are required",
+                   c.source);
+  if (c.model.n_embd % c.model.n_head != 0)
+    CR_INPUT_ERROR("{}: model.n_head = {} does not divide model.n_embd = {}", at("model.n_head"),
+                   c.model.n_head, c.model.n_embd);
+  if (c.train.global_batch % c.train.micro_batch != 0)
+    CR_INPUT_ERROR("{}: train.global_batch = {} is not a multiple of train.micro_batch = {}",
+                   at("train.global_batch"), c.train.global_batch, c.train.micro_batch);
+  if (c.train.min_lr > c.train.lr)
+    CR_INPUT_ERROR("{}: train.min_lr = {} exceeds train.lr = {}", at("train.min_lr"),
+                   c.train.min_lr, c.train.lr);
+  if (c.data.dir.empty())
+    CR_INPUT_ERROR("{}: data.dir is required (a directory made by `chainrule prepare`)", c.source);
+  if (c.run.dir.empty()) CR_INPUT_ERROR("{}: run.dir must not be empty", at("run.dir"));
+}
+
+}  // namespace
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  Config c;
+  c.source = path;
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    CR_INPUT_ERROR("{}: cannot open config file", path);
+  } catch (const YAML::ParserException& e) {
+    CR_INPUT_ERROR("{}: malformed YAML: {}", located(path, e.mark), e.msg);
+  }
+  if (!root.IsNull() && !root.IsMap())
+    CR_INPUT_ERROR("{}: the config must be a mapping of sections (model, train, data, run, parallel)",
+                   path);
+
+  auto fields_vec = schema(c);
+  std::map<std::string, const Field*> fields;
+  for (const auto& f : fields_vec) fields[f.key] = &f;
+  std::map<std::string, std::string> seen;
+  if (root.IsMap()) walk(root, "", path, fields, seen);
+
+  for (const auto& o : overrides) {
+    const auto eq = o.find('=');
+    if (eq == std::string::npos || eq == 0)
+      CR_INPUT_ERROR("--set {}: expected KEY=VALUE with a dotted key, e.g. train.lr=3e-4", o);
+    const std::string key = o.substr(0, eq), value = o.substr(eq + 1);
+    auto f = fields.find(key);
+    if (f == fields.end()) CR_INPUT_ERROR("--set {}: unknown key '{}'", o, key);
+    YAML::Node n;
+    try {
+      n = YAML::Load(value);
+    } catch (const YAML::ParserException& e) {
+      CR_INPUT_ERROR("--set {}: malformed value: {}", o, e.msg);
+    }
+    assign(*f->second, n, "--set " + o);
+    seen[key] = "--set " + o;
+  }
+  validate(c, seen);
+  return c;
+}
+
+std::string config_to_yaml(const Config& cfg) {
+  Config copy = cfg;
+  YAML::Node root;
+  for (const auto& f : schema(copy)) {
+    const std::string key = f.key;
+    const auto dot = key.find('.');
+    YAML::Node section = root[key.substr(0, dot)];
+    std::visit([&](auto* p) { section[key.substr(dot + 1)] = *p; }, f.target);
+  }
+  YAML::Emitter out;
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace cr

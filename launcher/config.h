@@ -1,0 +1,60 @@
+// The run configuration: YAML (configs/*.yaml) plus --set KEY=VALUE overrides, parsed into typed
+// structs. Every key is declared once in a schema table (config.cpp) with its type, range and
+// meaning; anything else is an error naming the key, the value, what was expected, and where
+// it came from (file:line or --set).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/model/config.h"
+
+namespace cr {
+
+struct TrainSettings {
+  int global_batch = 8;  // sequences per optimizer step, across all data-parallel ranks
+  int micro_batch = 8;   // sequences per forward/backward; accumulation = global / (micro * dp)
+  int max_steps = 100;
+  float lr = 1e-3f;
+  float min_lr = 1e-4f;
+  int warmup_steps = 10;
+  float weight_decay = 0.1f;
+  float grad_clip = 1.0f;  // 0 disables clipping
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  int64_t seed = 1337;
+  std::string init_from;  // optional Hugging Face GPT-2 safetensors to start from
+};
+
+struct DataSettings {
+  std::string dir;
+};
+
+struct RunSettings {
+  std::string dir = "runs/default";
+  int log_every = 10;
+  int eval_every = 100;  // 0: evaluate only at the end
+  int eval_batches = 8;  // micro-batches of validation per periodic evaluation
+};
+
+struct ParallelSettings {
+  int tensor = 1;
+};
+
+struct Config {
+  ModelConfig model;  // model.vocab_size 0 means "take it from data.dir's tokenizer"
+  TrainSettings train;
+  DataSettings data;
+  RunSettings run;
+  ParallelSettings parallel;
+  std::string source;  // the YAML file it came from
+};
+
+// Loads and validates; throws InputError with a one-line, located message.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The resolved configuration as YAML (what run.dir/config.yaml records).
+std::string config_to_yaml(const Config& cfg);
+
+}  // namespace cr

@@ -1,0 +1,104 @@
+#include "launcher/evaluate.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cmath>
+#include <filesystem>
+#include <vector>
+
+#include "core/common/error.h"
+#include "core/model/hf_gpt2.h"
+
+namespace cr {
+
+namespace fs = std::filesystem;
+
+double EvalResult::bits_per_token() const { return loss / std::log(2.0); }
+double EvalResult::bits_per_byte() const {
+  return bytes_per_token > 0 ? bits_per_token() / bytes_per_token : std::nan("");
+}
+double EvalResult::perplexity() const { return std::exp(loss); }
+
+nlohmann::json EvalResult::to_json(const char* prefix) const {
+  const std::string p = prefix;
+  nlohmann::json j;
+  j[p + "loss"] = loss;
+  j[p + "bits_per_token"] = bits_per_token();
+  j[p + "bits_per_byte"] = bytes_per_token > 0 ? nlohmann::json(bits_per_byte()) : nlohmann::json();
+  j[p + "perplexity"] = perplexity();
+  j["tokens"] = tokens;
+  return j;
+}
+
+EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_batch,
+                          size_t max_windows, double bytes_per_token) {
+  struct Window {
+    const TokenShard* shard;
+    size_t start;
+    int len;
+  };
+  std::vector<Window> full, tails;
+  for (const auto& s : split.shards()) {
+    for (size_t pos = 0; pos + 1 < s.size(); pos += T) {
+      const int len = (int)std::min<size_t>(T, s.size() - 1 - pos);
+      (len == T ? full : tails).push_back({&s, pos, len});
+    }
+  }
+  if (max_windows > 0) {
+    if (full.size() > max_windows) full.resize(max_windows);
+    tails.clear();
+  }
+  double nats = 0;
+  uint64_t count = 0;
+  std::vector<int32_t> buf((size_t)micro_batch * (T + 1)), in((size_t)micro_batch * T),
+      tgt((size_t)micro_batch * T);
+  auto run = [&](const Window* w, int nb, int len) {
+    for (int b = 0; b < nb; b++) {
+      w[b].shard->read(w[b].start, len + 1, buf.data());
+      std::copy(buf.begin(), buf.begin() + len, in.begin() + (size_t)b * len);
+      std::copy(buf.begin() + 1, buf.begin() + len + 1, tgt.begin() + (size_t)b * len);
+    }
+    const float mean = model.forward(in.data(), tgt.data(), nb, len);
+    nats += (double)mean * nb * len;
+    count += (uint64_t)nb * len;
+  };
+  for (size_t i = 0; i < full.size(); i += micro_batch)
+    run(&full[i], (int)std::min<size_t>(micro_batch, full.size() - i), T);
+  for (const auto& w : tails) run(&w, 1, w.len);
+  CR_CHECK(count > 0, "no tokens to evaluate in the {} split", split.split());
+  return {nats / count, count, bytes_per_token};
+}
+
+LoadedModel load_trained_model(const std::string& path) {
+  LoadedModel out;
+  fs::path weights, dir;
+  if (fs::is_directory(path)) {
+    dir = path;
+    weights = dir / "model.safetensors";
+    if (!fs::exists(weights))
+      CR_INPUT_ERROR("{}: no model.safetensors (is the training run finished?)", path);
+  } else if (fs::is_regular_file(path)) {
+    weights = path;
+    dir = weights.parent_path().empty() ? fs::path(".") : weights.parent_path();
+  } else {
+    CR_INPUT_ERROR("{}: no such run directory or safetensors file", path);
+  }
+  const fs::path cfg = dir / "config.json";
+  if (!fs::exists(cfg))
+    CR_INPUT_ERROR("{}: no config.json beside the weights (GPT-2 style model config)", cfg.string());
+  const ModelConfig mc = read_hf_config(cfg.string());
+  out.model = std::make_unique<GPT>(mc);
+  load_hf_safetensors(mc, out.model->params(), weights.string());
+  if (fs::exists(dir / "config.yaml")) {
+    try {
+      const YAML::Node run = YAML::LoadFile((dir / "config.yaml").string());
+      if (run["data"] && run["data"]["dir"]) out.data_dir = run["data"]["dir"].as<std::string>();
+    } catch (const YAML::Exception& e) {
+      CR_INPUT_ERROR("{}: malformed run config: {}", (dir / "config.yaml").string(), e.what());
+    }
+  }
+  if (fs::exists(dir / kRunTokenizerFile)) out.tokenizer_path = (dir / kRunTokenizerFile).string();
+  return out;
+}
+
+}  // namespace cr

@@ -1,0 +1,42 @@
+// Evaluation in the units of the mission: the validation cross-entropy in nats per token, bits
+// per token (nats / ln 2), bits per byte (bits per token / bytes per token) and perplexity.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "core/data/loader.h"
+#include "core/model/gpt.h"
+
+namespace cr {
+
+struct EvalResult {
+  double loss = 0;             // mean nats per token
+  uint64_t tokens = 0;         // tokens scored
+  double bytes_per_token = 0;  // 0 when the data dir does not record bytes
+  double bits_per_token() const;
+  double bits_per_byte() const;  // NaN when bytes are unknown
+  double perplexity() const;
+  nlohmann::json to_json(const char* prefix = "val_") const;
+};
+
+// Scores every token of the split in windows of T (a shorter last window per shard), in order,
+// micro_batch windows at a time. max_windows > 0 stops early (periodic evaluation in training).
+EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_batch,
+                          size_t max_windows, double bytes_per_token);
+
+// A trained model and what came with it, from a run dir (model.safetensors, config.json,
+// config.yaml, tokenizer) or from a bare .safetensors file with config.json beside it.
+struct LoadedModel {
+  std::unique_ptr<GPT> model;
+  std::string data_dir;        // the run's data.dir, if known
+  std::string tokenizer_path;  // run dir's tokenizer, if present
+};
+LoadedModel load_trained_model(const std::string& path);
+
+constexpr const char* kRunTokenizerFile = "tokenizer.chainrule.json";
+
+}  // namespace cr
