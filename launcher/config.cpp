@@ -214,7 +214,14 @@ std::string config_to_yaml(const Config& cfg) {
     const std::string key = f.key;
     const auto dot = key.find('.');
     YAML::Node section = root[key.substr(0, dot)];
-    std::visit([&](auto* p) { section[key.substr(dot + 1)] = *p; }, f.target);
+    std::visit(
+        [&](auto* p) {
+          if constexpr (std::is_same_v<decltype(p), float*>)  // shortest decimal: 0.003, not 0.00300000003
+            section[key.substr(dot + 1)] = YAML::Load(fmt::format("{}", *p));
+          else
+            section[key.substr(dot + 1)] = *p;
+        },
+        f.target);
   }
   YAML::Emitter out;
   out << root;

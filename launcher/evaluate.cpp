@@ -25,7 +25,7 @@ nlohmann::json EvalResult::to_json(const char* prefix) const {
   j[p + "loss"] = loss;
   j[p + "bits_per_token"] = bits_per_token();
   j[p + "bits_per_byte"] = bytes_per_token > 0 ? nlohmann::json(bits_per_byte()) : nlohmann::json();
-  j[p + "perplexity"] = perplexity();
+  j["perplexity"] = perplexity();
   j["tokens"] = tokens;
   return j;
 }

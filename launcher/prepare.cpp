@@ -78,18 +78,19 @@ int run_prepare(const PrepareOptions& opt) {
   }
 
   std::string text;
-  int used = 0;
+  int used = 0, skipped = 0;
   for (const auto& f : expand_inputs(inputs)) {
     std::string s = read_file(f);
-    if (looks_binary(s)) {
-      log::info("  skipping binary file {}", f.string());
+    if (looks_binary(s)) {  // e.g. the fortunes package's .dat index files
+      skipped++;
       continue;
     }
     text += s;
     used++;
   }
   if (text.empty()) CR_INPUT_ERROR("the inputs hold no text");
-  log::info("read {} files, {:.2f} MB of text", used, text.size() / 1e6);
+  log::info("read {} text files ({:.2f} MB); skipped {} binary files", used, text.size() / 1e6,
+            skipped);
 
   const Tokenizer tok = opt.tokenizer == "byte" ? Tokenizer::byte_level() : Tokenizer::char_level_from(text);
   std::vector<uint8_t> nbytes;

@@ -1,6 +1,7 @@
 // GPT-2 forward and backward over the CPU ops, in the order of a training step.
 #include "core/model/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -116,26 +117,35 @@ size_t GPT::activation_bytes(const ModelConfig& cfg, int B, int T) {
 }
 
 void GPT::ensure_acts(int B, int T) {
-  if (acts_.B == B && acts_.T == T) return;
   const size_t N = (size_t)B * T, C = cfg_.n_embd, H = cfg_.n_head;
+  const size_t att = (size_t)B * H * T * T;
+  if (N <= acts_.cap_rows && att <= acts_.cap_att) {  // every buffer is flat: just re-stride
+    acts_.B = B;
+    acts_.T = T;
+    return;
+  }
+  // Grow to the larger of old and new needs, so alternating shapes never thrash.
+  const size_t rows = std::max(N, acts_.cap_rows), att_cap = std::max(att, acts_.cap_att);
   Acts a;
   a.B = B;
   a.T = T;
-  a.x0.resize(N * C);
+  a.cap_rows = rows;
+  a.cap_att = att_cap;
+  a.x0.resize(rows * C);
   a.layers.resize(cfg_.n_layer);
   for (auto& l : a.layers) {
-    l.ln1.resize(N * C), l.ln1_mean.resize(N), l.ln1_rstd.resize(N);
-    l.qkv.resize(N * 3 * C), l.att.resize((size_t)B * H * T * T), l.atty.resize(N * C);
-    l.attproj.resize(N * C), l.x_mid.resize(N * C);
-    l.ln2.resize(N * C), l.ln2_mean.resize(N), l.ln2_rstd.resize(N);
-    l.fch.resize(N * 4 * C), l.fch_gelu.resize(N * 4 * C), l.fcproj.resize(N * C);
-    l.x_out.resize(N * C);
+    l.ln1.resize(rows * C), l.ln1_mean.resize(rows), l.ln1_rstd.resize(rows);
+    l.qkv.resize(rows * 3 * C), l.att.resize(att_cap), l.atty.resize(rows * C);
+    l.attproj.resize(rows * C), l.x_mid.resize(rows * C);
+    l.ln2.resize(rows * C), l.ln2_mean.resize(rows), l.ln2_rstd.resize(rows);
+    l.fch.resize(rows * 4 * C), l.fch_gelu.resize(rows * 4 * C), l.fcproj.resize(rows * C);
+    l.x_out.resize(rows * C);
   }
-  a.lnf.resize(N * C), a.lnf_mean.resize(N), a.lnf_rstd.resize(N);
-  a.logits.resize(N * cfg_.padded_vocab()), a.losses.resize(N);
-  a.dres.resize(N * C), a.dbranch.resize(N * C), a.dqkv.resize(N * 3 * C);
-  a.dfch.resize(N * 4 * C), a.dln.resize(N * C);
-  a.inputs.resize(N), a.targets.resize(N);
+  a.lnf.resize(rows * C), a.lnf_mean.resize(rows), a.lnf_rstd.resize(rows);
+  a.logits.resize(rows * cfg_.padded_vocab()), a.losses.resize(rows);
+  a.dres.resize(rows * C), a.dbranch.resize(rows * C), a.dqkv.resize(rows * 3 * C);
+  a.dfch.resize(rows * 4 * C), a.dln.resize(rows * C);
+  a.inputs.resize(rows), a.targets.resize(rows);
   acts_ = std::move(a);
 }
 

@@ -54,7 +54,7 @@ nlohmann::json hf_config_json(const ModelConfig& cfg) {
           {"n_head", cfg.n_head},
           {"n_inner", nullptr},
           {"activation_function", "gelu_new"},
-          {"layer_norm_epsilon", cfg.ln_eps()},
+          {"layer_norm_epsilon", 1e-5},  // ModelConfig::ln_eps(), written as the decimal
           {"resid_pdrop", 0.0},
           {"embd_pdrop", 0.0},
           {"attn_pdrop", 0.0},

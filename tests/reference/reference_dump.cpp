@@ -1,0 +1,93 @@
+// Writes a tiny GPT-2, one batch's gradients and a 10-step AdamW trajectory for
+// gpt2_torch_reference.py to replay in PyTorch (float64). Usage: reference_dump OUTDIR
+//
+// The model is small but reaches every path: 2 layers, 4 heads, a vocabulary of 65 padded to
+// 128 (masking), gradient accumulation over 2 micro-batches, warmup + cosine schedule, and a
+// clip threshold the gradient norm crosses. Weights are perturbed away from the GPT-2 init
+// (LayerNorm gains and biases non-trivial) so no gradient is degenerate.
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/common/rng.h"
+#include "core/model/gpt.h"
+#include "core/model/hf_gpt2.h"
+#include "core/optim/adamw.h"
+
+using namespace cr;
+
+namespace {
+
+nlohmann::json rows(const std::vector<int32_t>& v, int B, int T) {
+  nlohmann::json out = nlohmann::json::array();
+  for (int b = 0; b < B; b++)
+    out.push_back(std::vector<int32_t>(v.begin() + (size_t)b * T, v.begin() + (size_t)(b + 1) * T));
+  return out;
+}
+
+void random_tokens(Rng& rng, int V, std::vector<int32_t>& in, std::vector<int32_t>& tgt) {
+  for (auto& t : in) t = (int32_t)rng.below(V);
+  for (auto& t : tgt) t = (int32_t)rng.below(V);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: reference_dump OUTDIR\n");
+    return 2;
+  }
+  const std::string out = argv[1];
+  std::filesystem::create_directories(out);
+  ModelConfig mc{/*n_layer=*/2, /*n_head=*/4, /*n_embd=*/32, /*block_size=*/16, /*vocab_size=*/65};
+  const int B = 2, T = 16, V = mc.vocab_size;
+
+  GPT model(mc);
+  model.init(7);
+  Rng rng(11);
+  for (const auto& t : model.layout().tensors()) {
+    const size_t n = t.name == "wte" ? (size_t)V * mc.n_embd : t.numel;  // padding stays zero
+    for (size_t i = 0; i < n; i++) model.params()[t.offset + i] += (float)(0.05 * rng.normal());
+  }
+  save_hf_safetensors(mc, model.params(), out + "/model.safetensors");
+  std::ofstream(out + "/config.json") << hf_config_json(mc).dump(2);
+  std::vector<float> initial(model.params(), model.params() + model.num_params());
+
+  // ---- one batch: loss and every gradient ----
+  std::vector<int32_t> in(B * T), tgt(B * T);
+  random_tokens(rng, V, in, tgt);
+  model.zero_grad();
+  const float loss = model.forward(in.data(), tgt.data(), B, T);
+  model.backward(1.f);
+  save_hf_safetensors(mc, model.grads(), out + "/grads.safetensors");
+  nlohmann::json ref;
+  ref["grad_check"] = {{"inputs", rows(in, B, T)}, {"targets", rows(tgt, B, T)}, {"loss", loss}};
+
+  // ---- 10 AdamW steps with accumulation, schedule and clipping ----
+  std::copy(initial.begin(), initial.end(), model.params());
+  const AdamWConfig ac{0.9f, 0.95f, 1e-8f, 0.1f};
+  const float grad_clip = 1.0f;
+  AdamW opt(model.layout(), ac);
+  const int steps = 10, accum = 2;
+  nlohmann::json jsteps = nlohmann::json::array();
+  for (int s = 0; s < steps; s++) {
+    model.zero_grad();
+    nlohmann::json micro = nlohmann::json::array();
+    double step_loss = 0;
+    for (int k = 0; k < accum; k++) {
+      random_tokens(rng, V, in, tgt);
+      step_loss += model.forward(in.data(), tgt.data(), B, T);
+      model.backward(1.f / accum);
+      micro.push_back({{"inputs", rows(in, B, T)}, {"targets", rows(tgt, B, T)}});
+    }
+    const float norm = clip_grad_norm(model.grads(), model.num_params(), grad_clip);
+    const float lr = lr_at(s, steps, 3, 1e-2f, 1e-3f);
+    opt.step(model.params(), model.grads(), lr);
+    jsteps.push_back({{"lr", lr}, {"micro_batches", micro}, {"loss", step_loss / accum}, {"grad_norm", norm}});
+  }
+  ref["train"] = {{"beta1", ac.beta1}, {"beta2", ac.beta2}, {"eps", ac.eps},
+                  {"weight_decay", ac.weight_decay}, {"grad_clip", grad_clip}, {"steps", jsteps}};
+  std::ofstream(out + "/reference.json") << ref.dump();
+  return 0;
+}
