@@ -69,10 +69,12 @@ Int parse_int(const YAML::Node& n, const Field& f, const std::string& where) {
   const std::string text = scalar_text(n);
   try {
     if (!n.IsScalar()) throw YAML::BadConversion(n.Mark());
-    const double d = n.as<double>();
-    if (d != std::floor(d) || std::fabs(d) > 9.2e18) throw YAML::BadConversion(n.Mark());
+    const double d = n.as<double>();  // accepts 1e3; exactness comes from the integer parse below
+    if (d != std::floor(d)) throw YAML::BadConversion(n.Mark());
     if (d < f.min || d > f.max)
       CR_INPUT_ERROR("{}: {} = {} is out of range, expected {}", where, f.key, text, f.expect);
+    int64_t exact;
+    if (YAML::convert<int64_t>::decode(n, exact)) return (Int)exact;  // 2^53 < seeds are exact
     return (Int)d;
   } catch (const YAML::BadConversion&) {
     CR_INPUT_ERROR("{}: {} = '{}' has the wrong type, expected {}", where, f.key, text, f.expect);
@@ -117,9 +119,12 @@ std::string located(const std::string& file, const YAML::Mark& m) {
 // Walks the YAML tree, assigning every leaf to its schema field.
 void walk(const YAML::Node& node, const std::string& prefix, const std::string& file,
           const std::map<std::string, const Field*>& fields, std::map<std::string, std::string>& seen) {
+  std::map<std::string, std::string> here;  // YAML allows duplicate keys silently; we do not
   for (auto it = node.begin(); it != node.end(); ++it) {
     const std::string key = prefix.empty() ? it->first.Scalar() : prefix + "." + it->first.Scalar();
     const std::string where = located(file, it->first.Mark());
+    if (!here.emplace(key, where).second)
+      CR_INPUT_ERROR("{}: duplicate key '{}' (first set at {})", where, key, here[key]);
     const YAML::Node& value = it->second;
     auto f = fields.find(key);
     if (f != fields.end()) {
@@ -160,7 +165,7 @@ void validate(const Config& c, const std::map<std::string, std::string>& seen) {
     CR_INPUT_ERROR("{}: train.min_lr = {} exceeds train.lr = {}", at("train.min_lr"),
                    c.train.min_lr, c.train.lr);
   if (c.data.dir.empty())
-    CR_INPUT_ERROR("{}: data.dir is required (a directory made by `chainrule prepare`)", c.source);
+    CR_INPUT_ERROR("{}: data.dir is required (a directory made by `chainrule prepare`)", at("data.dir"));
   if (c.run.dir.empty()) CR_INPUT_ERROR("{}: run.dir must not be empty", at("run.dir"));
 }
 

@@ -44,9 +44,12 @@ EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_
       (len == T ? full : tails).push_back({&s, pos, len});
     }
   }
-  if (max_windows > 0) {
+  if (full.empty() && tails.empty())
+    CR_INPUT_ERROR("the {} split has {} tokens: nothing to evaluate (need at least 2)",
+                   split.split(), split.tokens());
+  if (max_windows > 0) {  // periodic evaluation: a fixed prefix of full windows
     if (full.size() > max_windows) full.resize(max_windows);
-    tails.clear();
+    if (!full.empty()) tails.clear();
   }
   double nats = 0;
   uint64_t count = 0;
@@ -65,7 +68,6 @@ EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_
   for (size_t i = 0; i < full.size(); i += micro_batch)
     run(&full[i], (int)std::min<size_t>(micro_batch, full.size() - i), T);
   for (const auto& w : tails) run(&w, 1, w.len);
-  CR_CHECK(count > 0, "no tokens to evaluate in the {} split", split.split());
   return {nats / count, count, bytes_per_token};
 }
 

@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
   e->add_option("model", ev.model, "Run dir or model .safetensors")->required();
   e->add_option("--data", ev.data_dir, "Data dir (default: the run's data.dir)");
   e->add_option("--micro-batch", ev.micro_batch, "Sequences per forward pass")
-      ->capture_default_str()->check(CLI::PositiveNumber);
+      ->capture_default_str();
   e->add_flag("--json", ev.json, "Print one JSON object");
 
   cr::SampleOptions sa;
@@ -44,7 +44,15 @@ int main(int argc, char** argv) {
   s->add_option("--seed", sa.seed, "Sampling seed")->capture_default_str();
   s->add_option("--data", sa.data_dir, "Data dir whose tokenizer to use");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line, like every other error; CLI11's own text spans two.
+    fmt::print(stderr, "chainrule: error: {} (run with --help for usage)\n", e.what());
+    return 2;
+  }
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   cr::process_identity().host = host;

@@ -69,6 +69,11 @@ int run_prepare(const PrepareOptions& opt) {
     CR_INPUT_ERROR("--tokenizer {}: expected byte or char", opt.tokenizer);
   if (!(opt.val_fraction > 0 && opt.val_fraction < 1))
     CR_INPUT_ERROR("--val-fraction {}: expected a number in (0, 1)", opt.val_fraction);
+  std::error_code ec;
+  fs::create_directories(opt.out, ec);
+  if (ec || !fs::is_directory(opt.out))
+    CR_INPUT_ERROR("--out {}: cannot create the directory: {}", opt.out,
+                   ec ? ec.message() : "a file is in the way");
   std::vector<std::string> inputs = opt.inputs;
   if (inputs.empty()) {
     if (!fs::is_directory(kDefaultCorpus))
@@ -115,7 +120,6 @@ int run_prepare(const PrepareOptions& opt) {
   info.train_tokens = train.size();
   info.val_tokens = val.size();
 
-  fs::create_directories(opt.out);
   for (const auto& e : fs::directory_iterator(opt.out))  // stale shards would be read too
     if (e.path().extension() == ".bin") fs::remove(e.path());
   write_split(opt.out, "train", train);

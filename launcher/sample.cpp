@@ -33,6 +33,7 @@ Tokenizer find_tokenizer(const LoadedModel& lm, const std::string& data_dir_flag
 }  // namespace
 
 int run_eval(const EvalOptions& opt) {
+  if (opt.micro_batch < 1) CR_INPUT_ERROR("--micro-batch {}: expected a positive integer", opt.micro_batch);
   LoadedModel lm = load_trained_model(opt.model);
   const std::string data_dir = opt.data_dir.empty() ? lm.data_dir : opt.data_dir;
   if (data_dir.empty())
@@ -60,7 +61,9 @@ int run_eval(const EvalOptions& opt) {
 
 int run_sample(const SampleOptions& opt) {
   if (opt.max_new_tokens < 0) CR_INPUT_ERROR("--max-new-tokens {}: expected >= 0", opt.max_new_tokens);
-  if (!(opt.temperature >= 0)) CR_INPUT_ERROR("--temperature {}: expected >= 0", opt.temperature);
+  if (!(opt.temperature >= 0) || !std::isfinite(opt.temperature))
+    CR_INPUT_ERROR("--temperature {}: expected a finite number >= 0", opt.temperature);
+  if (opt.top_k < 0) CR_INPUT_ERROR("--top-k {}: expected >= 0 (0: no limit)", opt.top_k);
   if (opt.prompt.empty()) CR_INPUT_ERROR("--prompt: expected at least one character");
   LoadedModel lm = load_trained_model(opt.model);
   const Tokenizer tok = find_tokenizer(lm, opt.data_dir);
@@ -77,6 +80,9 @@ int run_sample(const SampleOptions& opt) {
   for (int32_t t : prompt) logits = gen.step(t);
   fmt::print("{}", opt.prompt);
   const int budget = std::min(opt.max_new_tokens, mc.block_size - (int)prompt.size());
+  if (budget < opt.max_new_tokens)
+    log::warn("generating {} tokens, not {}: the model's context is {} tokens and the prompt has {}",
+              budget, opt.max_new_tokens, mc.block_size, prompt.size());
   for (int i = 0; i < budget; i++) {
     // Sample only among the tokenizer's ids: a model can be larger than its tokenizer.
     const int32_t next = sample_token(logits, tok.vocab_size(), opt.temperature, opt.top_k, rng);

@@ -84,10 +84,15 @@ int run_train(const Config& cfg) {
   AdamW opt(model.layout(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay});
 
   // ---- run directory -----------------------------------------------------------------------
-  fs::create_directories(cfg.run.dir);
+  std::error_code ec;
+  fs::create_directories(cfg.run.dir, ec);
+  if (ec || !fs::is_directory(cfg.run.dir))
+    CR_INPUT_ERROR("run.dir '{}': cannot create the directory: {}", cfg.run.dir,
+                   ec ? ec.message() : "a file is in the way");
   std::ofstream(fs::path(cfg.run.dir) / "config.yaml") << [&] {
-    Config resolved = cfg;
+    Config resolved = cfg;  // what was run, exactly: derived vocab, data dir usable from anywhere
     resolved.model.vocab_size = mc.vocab_size;
+    resolved.data.dir = fs::absolute(cfg.data.dir).lexically_normal().string();
     return config_to_yaml(resolved);
   }();
   if (info && info->tokenizer)

@@ -92,9 +92,13 @@ SafetensorsReader::SafetensorsReader(std::string path) : path_(std::move(path)) 
       size_t elem = info.dtype == "F32" ? 4 : info.dtype == "F64" ? 8
                     : (info.dtype == "F16" || info.dtype == "BF16") ? 2 : 0;
       if (elem == 0) throw std::runtime_error("unsupported dtype " + info.dtype);
-      for (auto d : info.shape)
-        if (d < 0 || d > (int64_t)1 << 40) throw std::runtime_error("bad dimension");
-      if (info.begin > info.end || info.end > data_bytes || info.end - info.begin != info.numel() * elem)
+      size_t numel = 1;  // overflow-checked: a hostile shape must not wrap around to a small size
+      for (auto d : info.shape) {
+        if (d < 0 || (d > 0 && numel > data_bytes / (size_t)d))
+          throw std::runtime_error("shape " + nlohmann::json(info.shape).dump() + " exceeds the file");
+        numel *= (size_t)d;
+      }
+      if (info.begin > info.end || info.end > data_bytes || info.end - info.begin != numel * elem)
         throw std::runtime_error("data_offsets do not match shape and file size");
       tensors_[it.key()] = info;
     } catch (const std::exception& e) {

@@ -167,6 +167,7 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
   Acts& a = acts_;
   std::memcpy(a.inputs.data(), inputs, N * sizeof(int32_t));
   if (targets) std::memcpy(a.targets.data(), targets, N * sizeof(int32_t));
+  a.has_targets = targets != nullptr;
 
   cpu::embedding_forward(a.x0.data(), inputs, w_.wte, w_.wpe, B, T, C);
   const float* x = a.x0.data();
@@ -205,7 +206,9 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
 
 void GPT::backward(float loss_scale) {
   Acts& a = acts_;
-  CR_CHECK(a.B > 0, "backward() called before forward()");
+  CR_CHECK(a.B > 0 && a.has_targets, "backward() needs a forward() with targets before it");
+  // The logits buffer becomes dlogits below: a second backward() needs a fresh forward().
+  a.has_targets = false;
   const int B = a.B, T = a.T, N = B * T;
   const int C = cfg_.n_embd, H = cfg_.n_head, V = cfg_.vocab_size, Vp = cfg_.padded_vocab();
 

@@ -91,7 +91,8 @@ class GPT {
   };
   struct Acts {
     int B = 0, T = 0;
-    size_t cap_rows = 0, cap_att = 0;  // allocated capacity: smaller batches reuse the buffers
+    size_t cap_rows = 0, cap_att = 0;
+    bool has_targets = false;  // forward() with targets ran and backward() has not consumed it  // allocated capacity: smaller batches reuse the buffers
     Buffer<float> x0;  // embedding output = residual stream entering block 0
     std::vector<LayerActs> layers;
     Buffer<float> lnf, lnf_mean, lnf_rstd, logits, losses;

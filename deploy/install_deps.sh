@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what chainrule needs on Debian 12, and nothing when it is all there (idempotent).
+# Used by the quickstart, the test command and CI.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  libopenblas-dev libyaml-cpp-dev libprotobuf-dev protobuf-compiler
+  libopenmpi-dev openmpi-bin
+  libcli11-dev nlohmann-json3-dev libfmt-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  fortunes                       # the embedded default corpus (/usr/share/games/fortunes)
+  python3-torch python3-numpy    # the numerical reference in tests (/usr/bin/python3)
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install_deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+echo "install_deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,97 @@
+// Communicator: the collectives a rank group needs, behind one interface with two
+// implementations today (single-rank, MPI) and NCCL later.
+//
+// Contract (every implementation, every caller):
+//   1. Every rank of the group issues the same collectives, with the same sizes, in the same
+//      order. Each collective gets the next sequence number, identical on every rank; that number
+//      is how a timeout report names the collective that did not complete.
+//   2. Async operations return a Work; wait(timeout) returns when the operation is complete.
+//      Buffers must stay untouched until then.
+//   3. A collective that does not complete within its timeout is a job-level failure: the rank
+//      reports the sequence number, op, bytes and group (and the ranks still missing, if known)
+//      and the fault handler ends the job. It never hangs. Tests replace the handler to observe
+//      the report instead of aborting.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cr {
+
+enum class ReduceOp { Sum, Max };
+
+struct CollectiveInfo {
+  uint64_t seq = 0;
+  std::string op;      // "all_reduce(sum)", "all_gather", ...
+  size_t bytes = 0;
+  std::string group;   // "tp[4,5,6,7]"
+};
+
+// What happens when a collective times out or fails. The default reports on stderr and aborts
+// the whole job; it must not return normally (tests install one that throws).
+using FaultHandler = std::function<void(const CollectiveInfo&, const std::string& why)>;
+
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks until complete; on timeout calls the communicator's fault handler.
+  virtual void wait() = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  // The group's name for reports, e.g. "world[0..7]", "tp[4,5,6,7]".
+  virtual std::string name() const = 0;
+
+  virtual std::unique_ptr<Work> all_reduce_async(float* buf, size_t n, ReduceOp op) = 0;
+  // recv[n] = op over ranks of send[rank*n : (rank+1)*n]   (send holds size()*n floats)
+  virtual std::unique_ptr<Work> reduce_scatter_async(const float* send, float* recv, size_t n,
+                                                     ReduceOp op) = 0;
+  // recv[size()*n] = concatenation of every rank's send[n], in rank order
+  virtual std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n) = 0;
+  virtual std::unique_ptr<Work> broadcast_async(float* buf, size_t n, int root) = 0;
+  virtual void barrier() = 0;
+
+  void all_reduce(float* buf, size_t n, ReduceOp op = ReduceOp::Sum) { all_reduce_async(buf, n, op)->wait(); }
+  void reduce_scatter(const float* send, float* recv, size_t n, ReduceOp op = ReduceOp::Sum) {
+    reduce_scatter_async(send, recv, n, op)->wait();
+  }
+  void all_gather(const float* send, float* recv, size_t n) { all_gather_async(send, recv, n)->wait(); }
+  void broadcast(float* buf, size_t n, int root) { broadcast_async(buf, n, root)->wait(); }
+
+  void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  void set_fault_handler(FaultHandler h) { fault_ = std::move(h); }
+  // Bytes moved by collectives issued so far (payload per rank), for the per-step report.
+  uint64_t bytes_issued() const { return bytes_issued_; }
+  uint64_t collectives_issued() const { return seq_; }
+
+ protected:
+  // Numbers the next collective. Also the test-only fault hook: with CR_TEST_HANG_RANK=r and
+  // CR_TEST_HANG_AT=s in the environment, world rank r stops forever before collective #s.
+  CollectiveInfo next(const char* op, size_t bytes);
+  // Reports a failed collective and ends the job (through the fault handler when one is set).
+  [[noreturn]] void fail(const CollectiveInfo& c, const std::string& why) const;
+  // Takes every rank of the job down; never returns.
+  [[noreturn]] virtual void abort_job() const;
+
+  std::chrono::milliseconds timeout_{std::chrono::seconds(300)};
+  FaultHandler fault_;
+
+ private:
+  uint64_t seq_ = 0;
+  uint64_t bytes_issued_ = 0;
+};
+
+// One rank, no peers: every collective is a copy or nothing. Lets the same code run anywhere.
+std::unique_ptr<Communicator> make_single_rank_communicator();
+
+}  // namespace cr
