@@ -15,6 +15,7 @@ Generator::Generator(const GPT& model)
     : model_(model),
       w_(bind_weights(model.config(), model.layout(), const_cast<float*>(model.params()))) {
   const auto& c = model.config();
+  CR_CHECK(model.tp_size() == 1, "generation runs on a whole (tp 1) model");
   const size_t C = c.n_embd;
   kcache_.resize((size_t)c.n_layer * c.block_size * C);
   vcache_.resize((size_t)c.n_layer * c.block_size * C);

@@ -14,34 +14,70 @@ namespace cr {
 // ----------------------------------------------------------------------------
 // Parameter layout
 
-ParamLayout::ParamLayout(const ModelConfig& cfg) {
-  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab();
-  add("wte", {Vp, C}, true);
-  add("wpe", {cfg.block_size, C}, false);
+ParamLayout::ParamLayout(const ModelConfig& cfg, int tp_rank, int tp) : tp_rank_(tp_rank), tp_(tp) {
+  CR_CHECK(tp >= 1 && tp_rank >= 0 && tp_rank < tp, "tp rank {} of {}", tp_rank, tp);
+  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab(tp);
+  add("wte", {Vp, C}, 0, true);
+  add("wpe", {cfg.block_size, C}, -1, false);
   for (int l = 0; l < cfg.n_layer; l++) {
     const std::string p = "h." + std::to_string(l) + ".";
-    add(p + "ln_1.weight", {C}, false);
-    add(p + "ln_1.bias", {C}, false);
-    add(p + "attn.qkv.weight", {3 * C, C}, true);
-    add(p + "attn.qkv.bias", {3 * C}, false);
-    add(p + "attn.proj.weight", {C, C}, true);
-    add(p + "attn.proj.bias", {C}, false);
-    add(p + "ln_2.weight", {C}, false);
-    add(p + "ln_2.bias", {C}, false);
-    add(p + "mlp.fc.weight", {4 * C, C}, true);
-    add(p + "mlp.fc.bias", {4 * C}, false);
-    add(p + "mlp.proj.weight", {C, 4 * C}, true);
-    add(p + "mlp.proj.bias", {C}, false);
+    add(p + "ln_1.weight", {C}, -1, false);
+    add(p + "ln_1.bias", {C}, -1, false);
+    add(p + "attn.qkv.weight", {3, C, C}, 1, true);
+    add(p + "attn.qkv.bias", {3, C}, 1, false);
+    add(p + "attn.proj.weight", {C, C}, 1, true);
+    add(p + "attn.proj.bias", {C}, -1, false);
+    add(p + "ln_2.weight", {C}, -1, false);
+    add(p + "ln_2.bias", {C}, -1, false);
+    add(p + "mlp.fc.weight", {4 * C, C}, 0, true);
+    add(p + "mlp.fc.bias", {4 * C}, 0, false);
+    add(p + "mlp.proj.weight", {C, 4 * C}, 1, true);
+    add(p + "mlp.proj.bias", {C}, -1, false);
   }
-  add("ln_f.weight", {C}, false);
-  add("ln_f.bias", {C}, false);
+  add("ln_f.weight", {C}, -1, false);
+  add("ln_f.bias", {C}, -1, false);
 }
 
-void ParamLayout::add(std::string name, std::vector<int64_t> shape, bool decay) {
+void ParamLayout::add(std::string name, std::vector<int64_t> global_shape, int shard_dim, bool decay) {
+  std::vector<int64_t> shape = global_shape;
+  if (shard_dim >= 0) {
+    CR_CHECK(shape[shard_dim] % tp_ == 0, "{} dim {} = {} does not split over {} ranks", name,
+             shard_dim, shape[shard_dim], tp_);
+    shape[shard_dim] /= tp_;
+  }
   size_t n = 1;
   for (auto d : shape) n *= (size_t)d;
-  tensors_.push_back({std::move(name), std::move(shape), total_, n, decay});
+  tensors_.push_back({std::move(name), std::move(shape), std::move(global_shape),
+                      shard_dim, total_, n, decay});
   total_ += n;
+}
+
+namespace {
+// A tensor seen as [outer, dim, inner] around its split dimension.
+void split_dims(const std::vector<int64_t>& shape, int dim, size_t* outer, size_t* len, size_t* inner) {
+  *outer = 1, *inner = 1;
+  for (int i = 0; i < dim; i++) *outer *= (size_t)shape[i];
+  for (size_t i = dim + 1; i < shape.size(); i++) *inner *= (size_t)shape[i];
+  *len = (size_t)shape[dim];
+}
+}  // namespace
+
+void copy_shard_out(const float* global, const std::vector<int64_t>& shape, int dim, int rank,
+                    int parts, float* dst) {
+  size_t outer, len, inner;
+  split_dims(shape, dim, &outer, &len, &inner);
+  const size_t local = len / parts * inner;
+  for (size_t o = 0; o < outer; o++)
+    std::memcpy(dst + o * local, global + o * len * inner + rank * local, local * sizeof(float));
+}
+
+void copy_shard_in(const float* src, const std::vector<int64_t>& shape, int dim, int rank,
+                   int parts, float* global) {
+  size_t outer, len, inner;
+  split_dims(shape, dim, &outer, &len, &inner);
+  const size_t local = len / parts * inner;
+  for (size_t o = 0; o < outer; o++)
+    std::memcpy(global + o * len * inner + rank * local, src + o * local, local * sizeof(float));
 }
 
 const ParamTensor& ParamLayout::at(const std::string& name) const {
@@ -71,11 +107,17 @@ Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, float* b
 // ----------------------------------------------------------------------------
 // Construction and initialisation
 
-GPT::GPT(const ModelConfig& cfg) : cfg_(cfg), layout_(cfg) {
+GPT::GPT(const ModelConfig& cfg, TensorParallelComm* tp)
+    : cfg_(cfg),
+      tp_(tp),
+      tp_rank_(tp ? tp->rank() : 0),
+      tp_size_(tp ? tp->size() : 1),
+      layout_(cfg, tp_rank_, tp_size_) {
   CR_CHECK(cfg.n_layer > 0 && cfg.n_head > 0 && cfg.n_embd > 0 && cfg.block_size > 0 &&
                cfg.vocab_size > 0,
            "model config must be positive");
   CR_CHECK(cfg.n_embd % cfg.n_head == 0, "n_embd {} % n_head {}", cfg.n_embd, cfg.n_head);
+  CR_CHECK(cfg.n_head % tp_size_ == 0, "n_head {} % tp {}", cfg.n_head, tp_size_);
   params_.resize(layout_.total());
   grads_.resize(layout_.total());
   w_ = bind_weights(cfg_, layout_, params_.data());
@@ -83,25 +125,78 @@ GPT::GPT(const ModelConfig& cfg) : cfg_(cfg), layout_(cfg) {
 }
 
 void GPT::init(uint64_t seed) {
+  // Draw the whole (tp 1) model in layout order, then keep this rank's shard. Only the real
+  // vocabulary rows of wte are drawn, so the stream does not depend on the padding.
+  const ParamLayout full_layout(cfg_);
+  std::vector<float> full(full_layout.total(), 0.f);
   Rng rng(seed);
   const float residual_std = 0.02f / std::sqrt(2.f * cfg_.n_layer);
-  for (const auto& t : layout_.tensors()) {
-    float* p = params_.data() + t.offset;
+  for (const auto& t : full_layout.tensors()) {
+    float* p = full.data() + t.offset;
     const bool is_ln = t.name.find("ln_") != std::string::npos;
     const bool is_bias = t.name.size() >= 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
     if (is_ln && !is_bias) {
-      for (size_t i = 0; i < t.numel; i++) p[i] = 1.f;
-    } else if (is_bias) {
-      std::memset(p, 0, t.numel * sizeof(float));
-    } else {
+      std::fill(p, p + t.numel, 1.f);
+    } else if (!is_bias) {
       const bool residual = t.name.find(".proj.weight") != std::string::npos;
       const float std = residual ? residual_std : 0.02f;
-      for (size_t i = 0; i < t.numel; i++) p[i] = (float)(rng.normal() * std);
+      const size_t n = t.name == "wte" ? (size_t)cfg_.vocab_size * cfg_.n_embd : t.numel;
+      for (size_t i = 0; i < n; i++) p[i] = (float)(rng.normal() * std);
     }
   }
+  load_full(full.data());
+}
+
+void GPT::load_full(const float* full) {
+  const ParamLayout full_layout(cfg_);
   const size_t C = cfg_.n_embd;
-  std::memset(w_.wte + (size_t)cfg_.vocab_size * C, 0,
-              (size_t)(cfg_.padded_vocab() - cfg_.vocab_size) * C * sizeof(float));
+  for (const auto& t : layout_.tensors()) {
+    const float* src = full + full_layout.at(t.name).offset;
+    float* dst = params_.data() + t.offset;
+    if (t.name == "wte") {  // rows past the real vocabulary are padding: zero
+      const int64_t first = (int64_t)tp_rank_ * t.shape[0];
+      for (int64_t r = 0; r < t.shape[0]; r++) {
+        const int64_t g = first + r;
+        if (g < cfg_.vocab_size)
+          std::memcpy(dst + r * C, src + g * C, C * sizeof(float));
+        else
+          std::memset(dst + r * C, 0, C * sizeof(float));
+      }
+    } else if (t.shard_dim >= 0) {
+      copy_shard_out(src, t.global_shape, t.shard_dim, tp_rank_, tp_size_, dst);
+    } else {
+      std::memcpy(dst, src, t.numel * sizeof(float));
+    }
+  }
+}
+
+std::vector<float> GPT::gather_full() const {
+  const ParamLayout full_layout(cfg_);
+  std::vector<float> full(full_layout.total(), 0.f);
+  std::vector<float> all;
+  const size_t C = cfg_.n_embd;
+  for (const auto& t : layout_.tensors()) {
+    const float* src = params_.data() + t.offset;
+    float* dst = full.data() + full_layout.at(t.name).offset;
+    if (tp_size_ == 1 || t.shard_dim < 0) {
+      const size_t n = std::min(t.numel, full_layout.at(t.name).numel);  // wte: padding differs
+      std::memcpy(dst, src, n * sizeof(float));
+      continue;
+    }
+    all.resize(t.numel * tp_size_);
+    tp_->all_gather(src, all.data(), t.numel, "gather_params");
+    if (t.name == "wte") {  // shards are consecutive row blocks: keep the real rows
+      std::memcpy(dst, all.data(), (size_t)cfg_.vocab_size * C * sizeof(float));
+      continue;
+    }
+    for (int r = 0; r < tp_size_; r++)
+      copy_shard_in(all.data() + r * t.numel, t.global_shape, t.shard_dim, r, tp_size_, dst);
+  }
+  return full;
+}
+
+void GPT::reduce_tp(float* buf, size_t n, const char* what) {
+  if (tp_size_ > 1) tp_->all_reduce_sum(buf, n, what);
 }
 
 // ----------------------------------------------------------------------------
@@ -117,8 +212,10 @@ size_t GPT::activation_bytes(const ModelConfig& cfg, int B, int T) {
 }
 
 void GPT::ensure_acts(int B, int T) {
-  const size_t N = (size_t)B * T, C = cfg_.n_embd, H = cfg_.n_head;
-  const size_t att = (size_t)B * H * T * T;
+  // Local (per TP rank) widths: heads, channels of those heads, MLP hidden, vocabulary shard.
+  const size_t N = (size_t)B * T, C = cfg_.n_embd, Cl = C / tp_size_, Hl = cfg_.n_head / tp_size_;
+  const size_t Fl = 4 * C / tp_size_, Vl = (size_t)cfg_.padded_vocab(tp_size_) / tp_size_;
+  const size_t att = (size_t)B * Hl * T * T;
   if (N <= acts_.cap_rows && att <= acts_.cap_att) {  // every buffer is flat: just re-stride
     acts_.B = B;
     acts_.T = T;
@@ -135,16 +232,17 @@ void GPT::ensure_acts(int B, int T) {
   a.layers.resize(cfg_.n_layer);
   for (auto& l : a.layers) {
     l.ln1.resize(rows * C), l.ln1_mean.resize(rows), l.ln1_rstd.resize(rows);
-    l.qkv.resize(rows * 3 * C), l.att.resize(att_cap), l.atty.resize(rows * C);
+    l.qkv.resize(rows * 3 * Cl), l.att.resize(att_cap), l.atty.resize(rows * Cl);
     l.attproj.resize(rows * C), l.x_mid.resize(rows * C);
     l.ln2.resize(rows * C), l.ln2_mean.resize(rows), l.ln2_rstd.resize(rows);
-    l.fch.resize(rows * 4 * C), l.fch_gelu.resize(rows * 4 * C), l.fcproj.resize(rows * C);
+    l.fch.resize(rows * Fl), l.fch_gelu.resize(rows * Fl), l.fcproj.resize(rows * C);
     l.x_out.resize(rows * C);
   }
   a.lnf.resize(rows * C), a.lnf_mean.resize(rows), a.lnf_rstd.resize(rows);
-  a.logits.resize(rows * cfg_.padded_vocab()), a.losses.resize(rows);
-  a.dres.resize(rows * C), a.dbranch.resize(rows * C), a.dqkv.resize(rows * 3 * C);
-  a.dfch.resize(rows * 4 * C), a.dln.resize(rows * C);
+  a.logits.resize(rows * Vl), a.losses.resize(rows);
+  a.ce_max.resize(rows), a.ce_sums.resize(2 * rows);
+  a.dres.resize(rows * C), a.dbranch.resize(rows * Cl), a.dqkv.resize(rows * 3 * Cl);
+  a.dfch.resize(rows * Fl), a.dln.resize(rows * C);
   a.inputs.resize(rows), a.targets.resize(rows);
   acts_ = std::move(a);
 }
@@ -155,7 +253,10 @@ void GPT::ensure_acts(int B, int T) {
 float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
   CR_CHECK(B > 0 && T > 0 && T <= cfg_.block_size, "B={} T={} block_size={}", B, T,
            cfg_.block_size);
-  const int C = cfg_.n_embd, H = cfg_.n_head, V = cfg_.vocab_size, Vp = cfg_.padded_vocab();
+  const int C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
+  const int Cl = C / P, Hl = cfg_.n_head / P, Fl = 4 * C / P;
+  const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
+  const int n_valid = std::clamp(V - v0, 0, Vl);  // real vocabulary columns in this shard
   const int N = B * T;
   for (int i = 0; i < N; i++) {
     CR_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token {} outside vocabulary {}", inputs[i], V);
@@ -169,35 +270,52 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
   if (targets) std::memcpy(a.targets.data(), targets, N * sizeof(int32_t));
   a.has_targets = targets != nullptr;
 
-  cpu::embedding_forward(a.x0.data(), inputs, w_.wte, w_.wpe, B, T, C);
+  // Vocab-parallel embedding; the position term is added by TP rank 0 only (it is summed).
+  cpu::embedding_forward(a.x0.data(), inputs, w_.wte, tp_rank_ == 0 ? w_.wpe : nullptr, B, T, C,
+                         v0, Vl);
+  reduce_tp(a.x0.data(), (size_t)N * C, "embedding.fwd");
+  // Row-parallel layers add their (replicated) bias on rank 0 only, before the all-reduce.
+  auto row_bias = [&](const float* b) { return tp_rank_ == 0 ? b : nullptr; };
   const float* x = a.x0.data();
   for (int l = 0; l < cfg_.n_layer; l++) {
     const LayerWeights& w = w_.layers[l];
     LayerActs& la = a.layers[l];
     cpu::layernorm_forward(la.ln1.data(), la.ln1_mean.data(), la.ln1_rstd.data(), x, w.ln1w,
                            w.ln1b, N, C, cfg_.ln_eps());
-    cpu::matmul_forward(la.qkv.data(), la.ln1.data(), w.qkvw, w.qkvb, N, C, 3 * C);
-    cpu::attention_forward(la.atty.data(), la.att.data(), la.qkv.data(), B, T, C, H);
-    cpu::matmul_forward(la.attproj.data(), la.atty.data(), w.attprojw, w.attprojb, N, C, C);
+    cpu::matmul_forward(la.qkv.data(), la.ln1.data(), w.qkvw, w.qkvb, N, C, 3 * Cl);
+    cpu::attention_forward(la.atty.data(), la.att.data(), la.qkv.data(), B, T, Cl, Hl);
+    cpu::matmul_forward(la.attproj.data(), la.atty.data(), w.attprojw, row_bias(w.attprojb), N,
+                        Cl, C);
+    reduce_tp(la.attproj.data(), (size_t)N * C, "attn.proj.fwd");
     cpu::residual_forward(la.x_mid.data(), x, la.attproj.data(), (size_t)N * C);
     cpu::layernorm_forward(la.ln2.data(), la.ln2_mean.data(), la.ln2_rstd.data(),
                            la.x_mid.data(), w.ln2w, w.ln2b, N, C, cfg_.ln_eps());
-    cpu::matmul_forward(la.fch.data(), la.ln2.data(), w.fcw, w.fcb, N, C, 4 * C);
-    cpu::gelu_forward(la.fch_gelu.data(), la.fch.data(), (size_t)N * 4 * C);
-    cpu::matmul_forward(la.fcproj.data(), la.fch_gelu.data(), w.fcprojw, w.fcprojb, N, 4 * C, C);
+    cpu::matmul_forward(la.fch.data(), la.ln2.data(), w.fcw, w.fcb, N, C, Fl);
+    cpu::gelu_forward(la.fch_gelu.data(), la.fch.data(), (size_t)N * Fl);
+    cpu::matmul_forward(la.fcproj.data(), la.fch_gelu.data(), w.fcprojw, row_bias(w.fcprojb), N,
+                        Fl, C);
+    reduce_tp(la.fcproj.data(), (size_t)N * C, "mlp.proj.fwd");
     cpu::residual_forward(la.x_out.data(), la.x_mid.data(), la.fcproj.data(), (size_t)N * C);
     x = la.x_out.data();
   }
   cpu::layernorm_forward(a.lnf.data(), a.lnf_mean.data(), a.lnf_rstd.data(), x, w_.lnfw,
                          w_.lnfb, N, C, cfg_.ln_eps());
-  cpu::matmul_forward(a.logits.data(), a.lnf.data(), w_.wte, nullptr, N, C, Vp);
+  cpu::matmul_forward(a.logits.data(), a.lnf.data(), w_.wte, nullptr, N, C, Vl);
   if (!targets) return 0.f;
 
-  cpu::crossentropy_forward_backward(a.losses.data(), nullptr, a.logits.data(), targets, N, V, Vp,
-                                     0.f);
-  double sum = 0.0;
-  for (int i = 0; i < N; i++) sum += a.losses[i];
-  return (float)(sum / N);
+  // Vocab-parallel cross-entropy: loss = log(sum exp(l - m)) + m - l_target.
+  float* mx = a.ce_max.data();
+  float* sums = a.ce_sums.data();
+  cpu::crossentropy_row_max(mx, a.logits.data(), N, Vl, n_valid);
+  if (P > 1) tp_->all_reduce_max(mx, N, "loss.max");
+  cpu::crossentropy_row_sums(sums, a.logits.data(), mx, targets, N, Vl, v0, n_valid);
+  reduce_tp(sums, 2 * (size_t)N, "loss.sums");
+  double total = 0.0;
+  for (int i = 0; i < N; i++) {
+    a.losses[i] = (float)(std::log((double)sums[i]) + ((double)mx[i] - (double)sums[N + i]));
+    total += a.losses[i];
+  }
+  return (float)(total / N);
 }
 
 // ----------------------------------------------------------------------------
@@ -210,14 +328,19 @@ void GPT::backward(float loss_scale) {
   // The logits buffer becomes dlogits below: a second backward() needs a fresh forward().
   a.has_targets = false;
   const int B = a.B, T = a.T, N = B * T;
-  const int C = cfg_.n_embd, H = cfg_.n_head, V = cfg_.vocab_size, Vp = cfg_.padded_vocab();
+  const int C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
+  const int Cl = C / P, Hl = cfg_.n_head / P, Fl = 4 * C / P;
+  const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
+  const int n_valid = std::clamp(V - v0, 0, Vl);
 
-  // dlogits overwrite the logits in place.
+  // dlogits overwrite the logits in place. The LM head is column-parallel over the vocabulary:
+  // its input gradient is a sum over shards.
   float* dlogits = a.logits.data();
-  cpu::crossentropy_forward_backward(a.losses.data(), dlogits, a.logits.data(),
-                                     a.targets.data(), N, V, Vp, loss_scale / N);
-  cpu::matmul_backward(a.dln.data(), g_.wte, nullptr, dlogits, a.lnf.data(), w_.wte, N, C, Vp);
-  const float* x_last = cfg_.n_layer > 0 ? a.layers.back().x_out.data() : a.x0.data();
+  cpu::crossentropy_backward(dlogits, a.logits.data(), a.ce_max.data(), a.ce_sums.data(),
+                             a.targets.data(), N, Vl, v0, n_valid, loss_scale / N);
+  cpu::matmul_backward(a.dln.data(), g_.wte, nullptr, dlogits, a.lnf.data(), w_.wte, N, C, Vl);
+  reduce_tp(a.dln.data(), (size_t)N * C, "lm_head.bwd");
+  const float* x_last = a.layers.back().x_out.data();
   a.dres.zero();
   cpu::layernorm_backward(a.dres.data(), g_.lnfw, g_.lnfb, a.dln.data(), x_last, w_.lnfw,
                           a.lnf_mean.data(), a.lnf_rstd.data(), N, C);
@@ -229,23 +352,25 @@ void GPT::backward(float loss_scale) {
     const float* x_in = l == 0 ? a.x0.data() : a.layers[l - 1].x_out.data();
     // MLP branch: x_out = x_mid + proj(gelu(fc(ln_2(x_mid))))
     cpu::matmul_backward(a.dfch.data(), g.fcprojw, g.fcprojb, a.dres.data(), la.fch_gelu.data(),
-                         w.fcprojw, N, 4 * C, C);
-    cpu::gelu_backward(a.dfch.data(), la.fch.data(), a.dfch.data(), (size_t)N * 4 * C);
-    cpu::matmul_backward(a.dln.data(), g.fcw, g.fcb, a.dfch.data(), la.ln2.data(), w.fcw, N, C,
-                         4 * C);
+                         w.fcprojw, N, Fl, C);
+    cpu::gelu_backward(a.dfch.data(), la.fch.data(), a.dfch.data(), (size_t)N * Fl);
+    cpu::matmul_backward(a.dln.data(), g.fcw, g.fcb, a.dfch.data(), la.ln2.data(), w.fcw, N, C, Fl);
+    reduce_tp(a.dln.data(), (size_t)N * C, "mlp.fc.bwd");
     cpu::layernorm_backward(a.dres.data(), g.ln2w, g.ln2b, a.dln.data(), la.x_mid.data(), w.ln2w,
                             la.ln2_mean.data(), la.ln2_rstd.data(), N, C);
     // Attention branch: x_mid = x_in + proj(attn(qkv(ln_1(x_in))))
     cpu::matmul_backward(a.dbranch.data(), g.attprojw, g.attprojb, a.dres.data(),
-                         la.atty.data(), w.attprojw, N, C, C);
+                         la.atty.data(), w.attprojw, N, Cl, C);
     cpu::attention_backward(a.dqkv.data(), a.dbranch.data(), la.qkv.data(), la.att.data(), B, T,
-                            C, H);
+                            Cl, Hl);
     cpu::matmul_backward(a.dln.data(), g.qkvw, g.qkvb, a.dqkv.data(), la.ln1.data(), w.qkvw, N,
-                         C, 3 * C);
+                         C, 3 * Cl);
+    reduce_tp(a.dln.data(), (size_t)N * C, "attn.qkv.bwd");
     cpu::layernorm_backward(a.dres.data(), g.ln1w, g.ln1b, a.dln.data(), x_in, w.ln1w,
                             la.ln1_mean.data(), la.ln1_rstd.data(), N, C);
   }
-  cpu::embedding_backward(g_.wte, g_.wpe, a.dres.data(), a.inputs.data(), B, T, C);
+  // Vocab-parallel embedding backward is local: this shard's rows; wpe on every rank.
+  cpu::embedding_backward(g_.wte, g_.wpe, a.dres.data(), a.inputs.data(), B, T, C, v0, Vl);
 }
 
 }  // namespace cr

@@ -8,6 +8,21 @@
 // Forward, per block l (pre-LayerNorm):   x_mid = x + attn(ln_1(x));  x' = x_mid + mlp(ln_2(x_mid))
 // Loss: logits = ln_f(x_L) wte^T (the LM head is tied to the token embedding), softmax
 // cross-entropy over the real vocabulary, mean over positions.
+//
+// Tensor parallelism (Megatron-style) over tp ranks, rank p; X is replicated on every rank:
+//   attention  qkv   column-parallel by heads: rank p holds heads [p H/tp, (p+1) H/tp), i.e.
+//                    Y_p = X A_p with A = [A_1 ... A_tp]; attention runs on local heads only.
+//              proj  row-parallel: Y = sum_p Y_p A'_p -> all-reduce(sum) in forward.
+//   MLP        fc    column-parallel (4C/tp outputs), gelu local; proj row-parallel, all-reduce.
+//   backward   the conjugates: a column-parallel layer's dX = sum_p dY_p A_p^T is an
+//              all-reduce(sum) in backward; a row-parallel layer's dX_p = dY A'_p^T is local.
+//   embedding  vocab-parallel: rank p holds wte rows [p Vp/tp, (p+1) Vp/tp); lookups outside
+//              its range give 0, an all-reduce(sum) completes x0. Backward is local.
+//   LM head    tied, so vocab-parallel too: logits_p = x wte_p^T; the cross-entropy uses an
+//              all-reduce(max) and an all-reduce(sum) of per-row statistics, never the full
+//              logits; dX = sum_p dlogits_p wte_p is an all-reduce(sum) in backward.
+// Replicated parameters (LayerNorms, wpe, row-parallel biases) get identical gradients on every
+// TP rank because everything they see is replicated.
 #pragma once
 
 #include <cstdint>
@@ -15,42 +30,54 @@
 #include <vector>
 
 #include "core/model/config.h"
+#include "core/model/tensor_parallel.h"
 #include "core/tensor/buffer.h"
 
 namespace cr {
 
 struct ParamTensor {
-  std::string name;           // our name, e.g. "h.3.attn.qkv.weight"
-  std::vector<int64_t> shape;
-  size_t offset = 0;          // in floats, into the flat buffer
+  std::string name;                   // our name, e.g. "h.3.attn.qkv.weight"
+  std::vector<int64_t> shape;         // this rank's (local) shape
+  std::vector<int64_t> global_shape;  // the whole tensor's shape
+  int shard_dim = -1;                 // split over tensor-parallel ranks along this dim; -1: replicated
+  size_t offset = 0;                  // in floats, into the flat buffer
   size_t numel = 0;
-  bool decay = false;         // AdamW weight decay applies (matmul weights and wte only)
+  bool decay = false;                 // AdamW weight decay applies (matmul weights and wte only)
 };
 
+// The parameters of tensor-parallel rank tp_rank of tp (the defaults: the whole model).
+// The fused qkv weight is [3, C, C] (q|k|v stacked), so that splitting heads is splitting dim 1.
 class ParamLayout {
  public:
-  explicit ParamLayout(const ModelConfig& cfg);
+  explicit ParamLayout(const ModelConfig& cfg, int tp_rank = 0, int tp = 1);
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   const ParamTensor& at(const std::string& name) const;
   size_t total() const { return total_; }
 
  private:
-  void add(std::string name, std::vector<int64_t> shape, bool decay);
+  void add(std::string name, std::vector<int64_t> global_shape, int shard_dim, bool decay);
+  int tp_rank_, tp_;
   std::vector<ParamTensor> tensors_;
   size_t total_ = 0;
 };
 
+// Copies shard `rank` of `parts` along dim `dim` of a global tensor (shape) into dst, or back.
+void copy_shard_out(const float* global, const std::vector<int64_t>& shape, int dim, int rank,
+                    int parts, float* dst);
+void copy_shard_in(const float* src, const std::vector<int64_t>& shape, int dim, int rank,
+                   int parts, float* global);
+
 // Typed pointers into a flat buffer laid out by ParamLayout (parameters or gradients alike).
 struct LayerWeights {
   float *ln1w, *ln1b;
-  float *qkvw, *qkvb;          // [3C, C], [3C]
-  float *attprojw, *attprojb;  // [C, C], [C]
+  float *qkvw, *qkvb;          // [3, C/tp, C], [3, C/tp]
+  float *attprojw, *attprojb;  // [C, C/tp], [C]
   float *ln2w, *ln2b;
-  float *fcw, *fcb;            // [4C, C], [4C]
-  float *fcprojw, *fcprojb;    // [C, 4C], [C]
+  float *fcw, *fcb;            // [4C/tp, C], [4C/tp]
+  float *fcprojw, *fcprojb;    // [C, 4C/tp], [C]
 };
 struct Weights {
-  float* wte;  // [Vp, C]
+  float* wte;  // [Vp/tp, C]
   float* wpe;  // [block_size, C]
   std::vector<LayerWeights> layers;
   float *lnfw, *lnfb;
@@ -59,11 +86,19 @@ Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, float* b
 
 class GPT {
  public:
-  explicit GPT(const ModelConfig& cfg);
+  // tp: the tensor-parallel group this rank's shard belongs to; null for the whole model.
+  explicit GPT(const ModelConfig& cfg, TensorParallelComm* tp = nullptr);
 
   // GPT-2 initialisation: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2L),
-  // zero biases, unit LayerNorm gains; padded vocabulary rows zero.
+  // zero biases, unit LayerNorm gains; padded vocabulary rows zero. Every tp layout draws the
+  // same whole model and keeps its shard, so every layout starts from the same weights.
   void init(uint64_t seed);
+  // The whole model's parameters, laid out by ParamLayout(cfg) (tp 1): load this rank's shard
+  // from them, or gather them from every TP rank (a collective; every rank receives them).
+  void load_full(const float* full);
+  std::vector<float> gather_full() const;
+  int tp_rank() const { return tp_rank_; }
+  int tp_size() const { return tp_size_; }
 
   // Runs the model on inputs [B,T]. With targets, returns the mean loss in nats and keeps the
   // activations for backward(); without, returns 0 and leaves logits() for sampling/eval.
@@ -78,7 +113,7 @@ class GPT {
   const float* params() const { return params_.data(); }
   size_t num_params() const { return layout_.total(); }
   void zero_grad() { grads_.zero(); }
-  const float* logits() const { return acts_.logits.data(); }  // [B,T,Vp]
+  const float* logits() const { return acts_.logits.data(); }  // [B,T,Vp/tp]
   const float* losses() const { return acts_.losses.data(); }  // [B,T]
 
   // Bytes of activation memory for a micro-batch of B x T (what forward() allocates).
@@ -96,13 +131,18 @@ class GPT {
     Buffer<float> x0;  // embedding output = residual stream entering block 0
     std::vector<LayerActs> layers;
     Buffer<float> lnf, lnf_mean, lnf_rstd, logits, losses;
+    Buffer<float> ce_max, ce_sums;  // vocab-parallel cross-entropy row statistics
     // backward scratch
     Buffer<float> dres, dbranch, dqkv, dfch, dln;
     Buffer<int32_t> inputs, targets;
   };
   void ensure_acts(int B, int T);
 
+  void reduce_tp(float* buf, size_t n, const char* what);
+
   ModelConfig cfg_;
+  TensorParallelComm* tp_;
+  int tp_rank_, tp_size_;
   ParamLayout layout_;
   Buffer<float> params_, grads_;
   Weights w_, g_;

@@ -36,6 +36,15 @@ HfName to_hf(const std::string& ours) {
   return {n, renamed && is_weight};
 }
 
+// Our shape as a matrix/vector in the HF sense: the fused qkv weight [3, C, C] is [3C, C] there,
+// its bias [3, C] is [3C].
+std::vector<int64_t> flat_shape(const ParamTensor& t) {
+  std::vector<int64_t> s = t.shape;
+  if (s.size() == 3) return {s[0] * s[1], s[2]};
+  if (s.size() == 2 && t.name.ends_with(".bias")) return {s[0] * s[1]};
+  return s;
+}
+
 void transpose(const float* in, float* out, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; r++)
     for (int64_t c = 0; c < cols; c++) out[c * rows + r] = in[r * cols + c];
@@ -91,7 +100,7 @@ void save_hf_safetensors(const ModelConfig& cfg, const float* flat, const std::s
   for (const auto& t : layout.tensors()) {
     const HfName hf = to_hf(t.name);
     const float* src = flat + t.offset;
-    std::vector<int64_t> shape = t.shape;
+    std::vector<int64_t> shape = flat_shape(t);
     if (t.name == "wte") shape[0] = cfg.vocab_size;  // drop the padding rows
     if (hf.transpose) {
       tmp.resize(t.numel);
@@ -114,7 +123,7 @@ void load_hf_safetensors(const ModelConfig& cfg, float* flat, const std::string&
     const HfName hf = to_hf(t.name);
     const std::string name = prefix + hf.name;
     if (!r.has(name)) CR_INPUT_ERROR("{}: missing tensor '{}'", path, name);
-    std::vector<int64_t> want = t.shape;
+    std::vector<int64_t> want = flat_shape(t);
     if (t.name == "wte") want[0] = cfg.vocab_size;
     if (hf.transpose) std::swap(want[0], want[1]);
     const auto& info = r.info(name);

@@ -12,15 +12,19 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <climits>
 
 namespace cr::cpu {
 
 // out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]
+// Vocabulary-parallel form: wte holds rows [vocab_start, vocab_start + vocab_count) only; a token
+// outside that range contributes zero (its owner adds it in the all-reduce). wpe may be null.
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe,
-                       int B, int T, int C);
-// dwte[tokens[b,t],:] += dout[b,t,:];  dwpe[t,:] += dout[b,t,:]
+                       int B, int T, int C, int vocab_start = 0, int vocab_count = INT32_MAX);
+// dwte[tokens[b,t] - vocab_start,:] += dout[b,t,:] (tokens in range);  dwpe[t,:] += dout[b,t,:]
+// (dwpe may be null)
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens,
-                        int B, int T, int C);
+                        int B, int T, int C, int vocab_start = 0, int vocab_count = INT32_MAX);
 
 // out = (inp - mean) * rstd * weight + bias, per row of C; saves mean and rstd for backward.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
@@ -56,6 +60,21 @@ void residual_forward(float* out, const float* a, const float* b, size_t n);
 // When dlogits is non-null it receives (softmax - onehot) * dloss; it may alias logits.
 void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                    const int32_t* targets, int N, int V, int Vp, float dloss);
+
+// The same loss split into the pieces a vocabulary-parallel shard computes. A shard holds logit
+// columns [v0, v0 + Vl) of the padded vocabulary, of which the first n_valid are real tokens.
+//   loss = log(sum_v exp(l_v - m)) + m - l_target,   m = max_v l_v
+// needs one all-reduce(max) of row_max and one all-reduce(sum) of sums across the shards.
+// row_max[N] = max over this shard's real columns (-inf if it has none)
+void crossentropy_row_max(float* row_max, const float* logits, int N, int Vl, int n_valid);
+// sums[0:N] = sum exp(l - row_max) over real columns; sums[N:2N] = the target's logit if this
+// shard holds it, else 0.
+void crossentropy_row_sums(float* sums, const float* logits, const float* row_max,
+                           const int32_t* targets, int N, int Vl, int v0, int n_valid);
+// dlogits = (softmax - onehot) * dloss on real columns, 0 on padding; may alias logits.
+void crossentropy_backward(float* dlogits, const float* logits, const float* row_max,
+                           const float* sums, const int32_t* targets, int N, int Vl, int v0,
+                           int n_valid, float dloss);
 
 // One AdamW step over a contiguous range, PyTorch semantics: decoupled decay p -= lr*wd*p,
 // bias-corrected moments, eps added after the square root. step counts from 1.
