@@ -16,7 +16,16 @@ struct PrepareOptions {
 };
 int run_prepare(const PrepareOptions& opt);
 
-int run_train(const Config& cfg);
+struct ParallelContext;
+int run_train(const Config& cfg, ParallelContext& ctx);
+
+struct LaunchOptions {
+  int nproc = 2;
+  std::string config;
+  std::vector<std::string> overrides;
+  int threads = 0;  // per rank; 0: cores / nproc
+};
+int run_launch(const LaunchOptions& opt);
 
 struct EvalOptions {
   std::string model;     // run dir or .safetensors file

@@ -51,8 +51,9 @@ std::vector<Field> schema(Config& c) {
       {"run.log_every", &c.run.log_every, 1, 1e9, "a positive integer (steps)"},
       {"run.eval_every", &c.run.eval_every, 0, 1e9, "an integer >= 0 (steps; 0: only at the end)"},
       {"run.eval_batches", &c.run.eval_batches, 1, 1e9, "a positive integer (micro-batches)"},
-      {"parallel.tensor", &c.parallel.tensor, 1, 1,
-       "1 (tensor parallelism needs the distributed launcher)"},
+      {"parallel.tensor", &c.parallel.tensor, 1, 4096, "an integer in [1, 4096] dividing the rank count"},
+      {"parallel.timeout_s", &c.parallel.timeout_s, 0.001, 1e6, "seconds in (0, 1e6]"},
+      {"parallel.bucket_mb", &c.parallel.bucket_mb, 0.001, 1e5, "megabytes in (0, 1e5]"},
   };
 }
 
@@ -161,6 +162,9 @@ void validate(const Config& c, const std::map<std::string, std::string>& seen) {
   if (c.train.global_batch % c.train.micro_batch != 0)
     CR_INPUT_ERROR("{}: train.global_batch = {} is not a multiple of train.micro_batch = {}",
                    at("train.global_batch"), c.train.global_batch, c.train.micro_batch);
+  if (c.model.n_head % c.parallel.tensor != 0)
+    CR_INPUT_ERROR("{}: parallel.tensor = {} does not divide model.n_head = {}",
+                   at("parallel.tensor"), c.parallel.tensor, c.model.n_head);
   if (c.train.min_lr > c.train.lr)
     CR_INPUT_ERROR("{}: train.min_lr = {} exceeds train.lr = {}", at("train.min_lr"),
                    c.train.min_lr, c.train.lr);
@@ -231,6 +235,22 @@ std::string config_to_yaml(const Config& cfg) {
   YAML::Emitter out;
   out << root;
   return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace cr
+
+namespace cr {
+
+void validate_layout(const Config& c, int world) {
+  const int tp = c.parallel.tensor;
+  if (world % tp != 0)
+    CR_INPUT_ERROR("{}: parallel.tensor = {} does not divide the number of ranks {}", c.source, tp,
+                   world);
+  const int dp = world / tp;
+  if (c.train.global_batch % (c.train.micro_batch * dp) != 0)
+    CR_INPUT_ERROR("{}: train.global_batch = {} is not a multiple of train.micro_batch x data-parallel "
+                   "ranks = {} x {} (ranks {} / parallel.tensor {})",
+                   c.source, c.train.global_batch, c.train.micro_batch, dp, world, tp);
 }
 
 }  // namespace cr

@@ -40,7 +40,9 @@ struct RunSettings {
 };
 
 struct ParallelSettings {
-  int tensor = 1;
+  int tensor = 1;           // tensor-parallel degree; data-parallel degree = ranks / tensor
+  float timeout_s = 300.f;  // a collective not done in this time ends the job, naming it
+  float bucket_mb = 25.f;   // gradient all-reduce bucket size
 };
 
 struct Config {
@@ -54,6 +56,9 @@ struct Config {
 
 // Loads and validates; throws InputError with a one-line, located message.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// Checks what depends on the number of ranks (world % tp, global batch over micro x dp). Every
+// rank runs it before any collective, so a bad layout fails everywhere at once, never hangs.
+void validate_layout(const Config& cfg, int world);
 // The resolved configuration as YAML (what run.dir/config.yaml records).
 std::string config_to_yaml(const Config& cfg);
 

@@ -5,7 +5,9 @@
 #include <CLI/CLI.hpp>
 
 #include "core/common/error.h"
+#include "core/common/log.h"
 #include "launcher/commands.h"
+#include "launcher/distributed.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"chainrule: train GPT-style decoder-only transformers"};
@@ -25,6 +27,13 @@ int main(int argc, char** argv) {
   auto* t = app.add_subcommand("train", "Train a model from a YAML config");
   t->add_option("config", config_path, "YAML config, e.g. configs/default.yaml")->required();
   t->add_option("--set", overrides, "Override a key: --set train.lr=3e-4 (repeatable)");
+
+  cr::LaunchOptions la;
+  auto* l = app.add_subcommand("launch", "Train with N ranks on this machine (through mpirun)");
+  l->add_option("--nproc", la.nproc, "Number of ranks")->required();
+  l->add_option("--threads", la.threads, "Threads per rank (default: cores / nproc)");
+  l->add_option("config", la.config, "YAML config")->required();
+  l->add_option("--set", la.overrides, "Override a key (repeatable)");
 
   cr::EvalOptions ev;
   auto* e = app.add_subcommand("eval", "Validation loss, bits/token, bits/byte, perplexity");
@@ -57,22 +66,35 @@ int main(int argc, char** argv) {
   ::gethostname(host, sizeof(host) - 1);
   cr::process_identity().host = host;
 
+  cr::ParallelContext ctx;
+  // A failure on one rank of a distributed job must end every rank: report, then abort the job.
+  auto fail = [&](int code) {
+    if (ctx.mpi) cr::abort_processes(code);
+    return code;
+  };
   try {
     if (*p) return cr::run_prepare(prep);
-    if (*t) return cr::run_train(cr::load_config(config_path, overrides));
+    if (*l) return cr::run_launch(la);
+    if (*t) {
+      cr::init_processes(ctx);
+      const int rc = cr::run_train(cr::load_config(config_path, overrides), ctx);
+      ctx = cr::ParallelContext{};  // communicators go before MPI does
+      cr::finalize_processes();
+      return rc;
+    }
     if (*e) return cr::run_eval(ev);
     if (*s) return cr::run_sample(sa);
   } catch (const cr::InputError& err) {
-    fmt::print(stderr, "chainrule: error: {}\n", err.message());
-    return 2;
+    fmt::print(stderr, "{}chainrule: error: {}\n", cr::log::rank_prefix(), err.message());
+    return fail(2);
   } catch (const cr::Error& err) {
     const auto& id = cr::process_identity();
     fmt::print(stderr, "chainrule: internal error on rank {} ({}) at {}:{}: {}\n", id.rank,
                id.host, err.file(), err.line(), err.message());
-    return 1;
+    return fail(1);
   } catch (const std::exception& err) {
-    fmt::print(stderr, "chainrule: error: {}\n", err.what());
-    return 1;
+    fmt::print(stderr, "{}chainrule: error: {}\n", cr::log::rank_prefix(), err.what());
+    return fail(1);
   }
   return 0;
 }

@@ -34,3 +34,26 @@ float clip_grad_norm(float* grads, size_t n, float max_norm) {
 }
 
 }  // namespace cr
+
+namespace cr {
+
+float clip_grad_norm(const ParamLayout& layout, float* grads, float max_norm,
+                     TensorParallelComm* tp) {
+  const bool first = !tp || tp->rank() == 0;
+  double local = 0.0;
+  for (const auto& t : layout.tensors())
+    if (t.shard_dim >= 0 || first) local += cpu::sum_squares(grads + t.offset, t.numel);
+  float sq = (float)local;
+  if (tp && tp->size() > 1) {
+    // Sum in fp32 over ranks, but of a double-accumulated local sum: exact to ~1e-7 relative.
+    tp->all_reduce_sum(&sq, 1, "grad_norm");
+  }
+  const float norm = std::sqrt(sq);
+  if (max_norm > 0.f && norm > max_norm) {
+    size_t total = layout.total();
+    cpu::scale(grads, total, max_norm / norm);
+  }
+  return norm;
+}
+
+}  // namespace cr

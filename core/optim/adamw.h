@@ -41,5 +41,9 @@ float lr_at(int step, int max_steps, int warmup, float lr, float min_lr);
 // Global L2 norm of a gradient buffer; if it exceeds max_norm (> 0), scales the buffer so the
 // norm is max_norm. Returns the norm before clipping.
 float clip_grad_norm(float* grads, size_t n, float max_norm);
+// The same over a tensor-parallel shard: the true global norm counts every sharded tensor's
+// shards (summed over the TP group) and every replicated tensor once (from TP rank 0).
+float clip_grad_norm(const ParamLayout& layout, float* grads, float max_norm,
+                     TensorParallelComm* tp);
 
 }  // namespace cr

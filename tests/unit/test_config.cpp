@@ -237,7 +237,7 @@ TEST_F(ConfigTest, OutOfRangeNamesFileLineAndExpectation) {
   const std::string path = write("model:\n  n_layer: 0\n");
   const std::string msg = error_of(path);
   EXPECT_TRUE(contains(msg, path + ":2") && contains(msg, "model.n_layer")) << msg;
-  const std::string p2 = write(std::string(kMinimal) + "parallel:\n  tensor: 2\n", "tp.yaml");
+  const std::string p2 = write(std::string(kMinimal) + "parallel:\n  tensor: 0\n", "tp.yaml");
   const std::string m2 = error_of(p2);
   EXPECT_TRUE(contains(m2, p2 + ":9") && contains(m2, "parallel.tensor")) << m2;
 }

@@ -1,0 +1,24 @@
+// Data parallelism: every DP rank holds the same parameters and computes gradients on its own
+// slice of the global batch; the mean gradient is sum_r g_r / dp. The flat gradient buffer is
+// cut into buckets of parallel.bucket_mb; all buckets are all-reduced (sum) asynchronously, then
+// the buffer is scaled by 1/dp once.
+#pragma once
+
+#include <cstddef>
+
+#include "parallel/comm/communicator.h"
+
+namespace cr {
+
+class GradientSync {
+ public:
+  GradientSync(Communicator& dp, size_t bucket_bytes);
+  // grads[n] <- mean over the DP group.
+  void all_reduce_mean(float* grads, size_t n);
+
+ private:
+  Communicator& dp_;
+  size_t bucket_floats_;
+};
+
+}  // namespace cr

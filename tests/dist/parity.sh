@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Distributed equals single-rank: the parity model trained 20 steps at each (tp, dp) layout under
+# mpirun must match the 1-rank run step by step and in the gathered final weights.
+# Usage: parity.sh CHAINRULE SRC_DIR LOSS_TOL WEIGHT_TOL LAYOUT...   (LAYOUT = tp,dp)
+# With CR_TEST_DROP_COLLECTIVE set (the negative control) every layout must FAIL instead, by a
+# loss or weight gap at least 100x its tolerance.
+set -euo pipefail
+BIN=$1 SRC=$2 LOSS_TOL=$3 WEIGHT_TOL=$4
+shift 4
+source "$(dirname "$0")/../cli/lib.sh"
+cli_init "$BIN" "$SRC"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+make_text corpus.txt 4000 5
+"$BIN" prepare --input corpus.txt --tokenizer char --out data >/dev/null
+CFG="$SRC/tests/dist/dist.yaml"
+
+drop=${CR_TEST_DROP_COLLECTIVE:-}
+( unset CR_TEST_DROP_COLLECTIVE; "$BIN" train "$CFG" --set run.dir=ref >ref.log 2>&1 ) || { cat ref.log; fail "1-rank run failed"; }
+for layout in "$@"; do
+  tp=${layout%,*} dp=${layout#*,}
+  np=$((tp * dp))
+  start=$(date +%s%N)
+  mpirun -np "$np" --bind-to none -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x CR_TEST_DROP_COLLECTIVE \
+    "$BIN" train "$CFG" --set run.dir="run_$tp$dp" --set parallel.tensor="$tp" >"run_$tp$dp.log" 2>&1 \
+    || { cat "run_$tp$dp.log"; fail "layout tp=$tp dp=$dp: the run failed"; }
+  note "layout tp=$tp dp=$dp ($np ranks, $(( ($(date +%s%N) - start) / 1000000 )) ms)"
+  if [ -z "$drop" ]; then
+    "$PY" "$SRC/tests/dist/compare_runs.py" ref "run_$tp$dp" "$LOSS_TOL" "$WEIGHT_TOL" \
+      || fail "layout tp=$tp dp=$dp does not match the 1-rank run"
+  else
+    out=$("$PY" "$SRC/tests/dist/compare_runs.py" ref "run_$tp$dp" "$LOSS_TOL" "$WEIGHT_TOL" || true)
+    echo "$out"
+    echo "$out" | grep -q '^FAIL' || fail "dropping '$drop' went unnoticed at tp=$tp dp=$dp"
+    lgap=$(echo "$out" | sed -n 's/^max loss gap \([^ ]*\).*/\1/p')
+    wgap=$(echo "$out" | sed -n 's/.*max weight gap \([^ ]*\) in.*/\1/p')
+    "$PY" -c "import sys; sys.exit(0 if max($lgap / $LOSS_TOL, $wgap / $WEIGHT_TOL) >= 100 else 1)" \
+      || fail "negative control: gaps $lgap (loss) and $wgap (weights) are not 100x the tolerances"
+  fi
+done
+echo "parity: all layouts checked"
