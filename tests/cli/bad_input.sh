@@ -44,6 +44,20 @@ EOF
       -- "$CR" train "$TINY" --set train.global_batch=6 --set train.micro_batch=4
     ;;
 
+  tensor_not_dividing_heads)
+    expect_error 'parallel\.tensor = 4\b' 'model\.n_head = 2\b' \
+      -- "$CR" train "$TINY" --set parallel.tensor=4
+    ;;
+  launch_layout_before_spawn)
+    # 3 ranks cannot hold tp 2: rejected by `launch` itself, before mpirun starts any rank.
+    expect_error 'parallel\.tensor = 2\b' 'number of ranks 3\b' \
+      -- "$CR" launch --nproc 3 "$TINY" --set parallel.tensor=2
+    ;;
+  launch_batch_over_dp)
+    expect_error 'global_batch = 4\b' 'micro_batch x data-parallel ranks = 2 x 4\b' \
+      -- "$CR" launch --nproc 4 "$TINY"
+    ;;
+
   # ---- --set overrides ---------------------------------------------------------------------
   set_unknown_key)
     expect_error '--set model\.n_layers=3' "unknown key 'model\.n_layers'" \
