@@ -65,7 +65,9 @@ _sc_missing() {
 }
 
 _sc_free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+  local py=/usr/bin/python3
+  [[ -x $py ]] || py=python3
+  "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 _sc_write_conf() {
@@ -189,7 +191,7 @@ slurm_cluster_start() {
   _sc_spawn slurmctld slurmctld -D -c -f "$SC_CONF"
   _sc_wait 20 slurmctld env SLURM_CONF="$SC_CONF" sh -c "scontrol ping | grep -q 'is UP'" \
     || { _sc_show_logs; return 3; }
-  _sc_spawn slurmd slurmd -D -f "$SC_CONF"
+  _sc_spawn slurmd slurmd -D -N "$SC_NODE" -f "$SC_CONF"
   _sc_wait 30 slurmd _sc_node_ready || {
     SLURM_CONF=$SC_CONF scontrol show node "$SC_NODE" >&2 || true
     _sc_show_logs

@@ -3,6 +3,8 @@
 // batch loader's contract: windows shifted by one inside a shard, batch() a pure function of
 // (seed, step, index), one epoch = one permutation of the windows, data-parallel slices compose.
 #include <gtest/gtest.h>
+
+#include "tests/unit/test_util.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,45 +27,14 @@
 namespace cr {
 namespace {
 
+using testing::TempDir;
+using testing::contains;
+using testing::input_error_of;
+
 namespace fs = std::filesystem;
 
-// A fresh directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::path(::testing::TempDir()) /
-            ("cr_data_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
-             std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
 
- private:
-  fs::path path_;
-};
 
-// Runs f, expects an InputError, returns its message (empty + failure otherwise).
-std::string input_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected cr::InputError, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected cr::InputError, nothing was thrown";
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
 
 // Writes an llm.c shard header (magic, version, count) followed by raw body bytes.
 void write_raw_shard(const std::string& path, int32_t magic, int32_t version, int32_t count,

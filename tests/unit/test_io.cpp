@@ -2,6 +2,8 @@
 // conversion on known bit patterns) and the Hugging Face GPT-2 interchange (names, Conv1D
 // transposes, unpadded wte, "transformer." prefix, shape checks, export + load_trained_model).
 #include <gtest/gtest.h>
+
+#include "tests/unit/test_util.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -25,44 +27,15 @@
 namespace cr {
 namespace {
 
+using testing::TempDir;
+using testing::contains;
+using testing::input_error_of;
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::path(::testing::TempDir()) /
-            ("cr_io_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
-             std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
 
- private:
-  fs::path path_;
-};
 
-std::string input_error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected cr::InputError, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected cr::InputError, nothing was thrown";
-  return "";
-}
-
-bool contains(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
 
 // Writes a safetensors file by hand: u64 header length (the real one unless overridden),
 // header text, data bytes.

@@ -3,6 +3,8 @@
 // full forward, sampling, and the optimizer side: LR schedule, gradient clipping, AdamW's decay
 // and bias correction. Also evaluate_split against a hand-rolled evaluation.
 #include <gtest/gtest.h>
+
+#include "tests/unit/test_util.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +24,10 @@
 
 namespace cr {
 namespace {
+
+using testing::TempDir;
+using testing::contains;
+using testing::input_error_of;
 
 namespace fs = std::filesystem;
 
@@ -499,26 +505,6 @@ TEST(AdamW, BiasCorrectedFirstStepsMoveBySignTimesLr) {
 // ------------------------------------------------------------------------------------------
 // Evaluation
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = fs::path(::testing::TempDir()) /
-            ("cr_model_" + std::string(info->test_suite_name()) + "_" + info->name() + "_" +
-             std::to_string(::getpid()));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 TEST(Evaluate, ScoresEveryTokenOnceInOrder) {
   TempDir dir;
