@@ -12,4 +12,4 @@ echo "== evaluation (whole val split) =="
 build/bin/chainrule eval runs/default
 echo
 echo "== sample =="
-build/bin/chainrule sample runs/default --prompt "The " --max-new-tokens 300 --seed 1
+build/bin/chainrule sample runs/default --prompt "The " --max-new-tokens 400 --seed 1

@@ -76,19 +76,25 @@ int run_sample(const SampleOptions& opt) {
 
   Generator gen(*lm.model);
   Rng rng(opt.seed);
+  std::vector<int32_t> context = prompt;
   const float* logits = nullptr;
   for (int32_t t : prompt) logits = gen.step(t);
   fmt::print("{}", opt.prompt);
-  const int budget = std::min(opt.max_new_tokens, mc.block_size - (int)prompt.size());
-  if (budget < opt.max_new_tokens)
-    log::warn("generating {} tokens, not {}: the model's context is {} tokens and the prompt has {}",
-              budget, opt.max_new_tokens, mc.block_size, prompt.size());
-  for (int i = 0; i < budget; i++) {
+  for (int i = 0; i < opt.max_new_tokens; i++) {
     // Sample only among the tokenizer's ids: a model can be larger than its tokenizer.
     const int32_t next = sample_token(logits, tok.vocab_size(), opt.temperature, opt.top_k, rng);
     fmt::print("{}", tok.decode_one(next));
     std::fflush(stdout);
-    if (i + 1 < budget) logits = gen.step(next);
+    context.push_back(next);
+    if (i + 1 == opt.max_new_tokens) break;
+    if (gen.position() == mc.block_size) {
+      // Context full: slide the window, re-reading the last half of the context into a fresh
+      // cache (the model has no positions past block_size).
+      gen.reset();
+      const size_t keep = (size_t)mc.block_size / 2;
+      for (size_t k = context.size() - keep; k + 1 < context.size(); k++) gen.step(context[k]);
+    }
+    logits = gen.step(next);
   }
   fmt::print("\n");
   return 0;

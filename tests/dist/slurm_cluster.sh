@@ -33,7 +33,7 @@ _sc_paths() {
   SC_NODE=$(hostname -s)
 }
 
-_sc_alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+_sc_alive() { [[ -s $1 ]] && _sc_running "$(cat "$1")"; }
 
 # slurm_cluster_healthy DIR: munge answers, slurmctld answers, and the node takes jobs.
 slurm_cluster_healthy() {
@@ -142,6 +142,12 @@ _sc_show_logs() {
   done
 }
 
+# _sc_start_failed: shows the logs and stops whatever this start had brought up.
+_sc_start_failed() {
+  _sc_show_logs
+  slurm_cluster_stop "$SC_DIR" 2>/dev/null || true
+}
+
 # _sc_wait SECONDS PIDNAME CMD...: until CMD succeeds; fails early when the daemon has exited.
 _sc_wait() {
   local secs=$1 name=$2 i
@@ -186,15 +192,15 @@ slurm_cluster_start() {
     --pid-file="$dir/munge/munged.pid" --log-file="$dir/log/munged.log" \
     --seed-file="$dir/munge/munged.seed"
   _sc_wait 10 munged sh -c "munge -S '$SC_MUNGE_SOCKET' -n | unmunge -S '$SC_MUNGE_SOCKET'" \
-    || { _sc_show_logs; return 3; }
+    || { _sc_start_failed; return 3; }
 
   _sc_spawn slurmctld slurmctld -D -c -f "$SC_CONF"
   _sc_wait 20 slurmctld env SLURM_CONF="$SC_CONF" sh -c "scontrol ping | grep -q 'is UP'" \
-    || { _sc_show_logs; return 3; }
+    || { _sc_start_failed; return 3; }
   _sc_spawn slurmd slurmd -D -N "$SC_NODE" -f "$SC_CONF"
   _sc_wait 30 slurmd _sc_node_ready || {
     SLURM_CONF=$SC_CONF scontrol show node "$SC_NODE" >&2 || true
-    _sc_show_logs
+    _sc_start_failed
     return 3
   }
   SLURM_CLUSTER_STARTED=1
@@ -202,21 +208,36 @@ slurm_cluster_start() {
   _sc_log "up in $dir (SLURM_CONF=$SC_CONF)"
 }
 
-# _sc_kill NAME: TERM the daemon this script started, then KILL it after 10 s.
+# _sc_running PID: the process exists and is not a zombie (kill -0 succeeds on zombies, which a
+# daemon started as a child of this shell stays until it is waited for).
+_sc_running() {
+  local st
+  st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $st && ${st%% *} != Z ]]
+}
+
+# _sc_kill NAME...: TERM the daemons this script started (their pid files), KILL any left after
+# 10 s, and reap those that are children of this shell.
 _sc_kill() {
-  local pidfile=$SC_DIR/run/$1.pid i pid
-  [[ -s $pidfile ]] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  local name pid pids=() i
+  for name in "$@"; do
+    [[ -s $SC_DIR/run/$name.pid ]] || continue
+    pid=$(cat "$SC_DIR/run/$name.pid")
+    rm -f "$SC_DIR/run/$name.pid"
+    _sc_running "$pid" || continue
+    kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  for ((i = 0; i < 100; i++)); do
+    local left=0
+    for pid in "${pids[@]}"; do _sc_running "$pid" && left=1; done
+    [[ $left == 0 ]] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do
+    _sc_running "$pid" && kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
+  done
+  return 0
 }
 
 slurm_cluster_stop() {
@@ -232,8 +253,7 @@ slurm_cluster_stop() {
       sleep 0.2
     done
   fi
-  _sc_kill slurmd
-  _sc_kill slurmctld
+  _sc_kill slurmd slurmctld
   _sc_kill munged
 }
 
