@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes                       # the embedded default corpus (/usr/share/games/fortunes)
   python3-torch python3-numpy    # the numerical reference in tests (/usr/bin/python3)
+  slurmctld slurmd slurm-client munge libpmix-dev  # tests/dist/slurm_test.sh: a one-node Slurm, srun --mpi=pmix
 )
 
 missing=()

@@ -21,7 +21,8 @@
 # here (a daemon exited or the node did not register); the daemon logs are printed then.
 
 SLURM_CLUSTER_DEFAULT_DIR=/tmp/chainrule-slurm-$(id -u)
-SLURM_PLUGIN_DIR=/usr/lib/x86_64-linux-gnu/slurm-wlm
+SLURM_LIB_DIR=/usr/lib/$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+SLURM_PLUGIN_DIR=$SLURM_LIB_DIR/slurm-wlm
 
 _sc_log() { echo "slurm_cluster: $*" >&2; }
 
@@ -57,7 +58,7 @@ _sc_missing() {
     [[ -f $SLURM_PLUGIN_DIR/$b ]] || missing+=("$SLURM_PLUGIN_DIR/$b")
   done
   # Slurm's mpi/pmix plugin dlopen()s the unversioned libpmix.so, which only libpmix-dev ships.
-  [[ -e /usr/lib/x86_64-linux-gnu/libpmix.so ]] || missing+=(/usr/lib/x86_64-linux-gnu/libpmix.so)
+  [[ -e $SLURM_LIB_DIR/libpmix.so ]] || missing+=("$SLURM_LIB_DIR/libpmix.so")
   [[ ${#missing[@]} -eq 0 ]] && return 0
   _sc_log "missing: ${missing[*]} (install with deploy/install_deps.sh: slurmctld slurmd" \
     "slurm-client munge libpmix-dev)"

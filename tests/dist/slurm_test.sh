@@ -30,12 +30,35 @@ done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
+# A run of this test that was killed outright (SIGKILL from a test-runner timeout) cannot stop
+# its cluster: the daemons die with the process tree, but job steps (slurmstepd forks away from
+# slurmd) and their ranks live on. Such a cluster is one of our /tmp dirs whose owning test has
+# gone; end the processes that still belong to it (their SLURM_CONF is its slurm.conf), then
+# remove it.
+sweep_abandoned() {
+  local d p
+  for d in /tmp/chainrule-slurm.??????; do
+    [[ -d $d && -O $d && -s $d/owner ]] || continue
+    _sc_running "$(cat "$d/owner")" && continue
+    for p in /proc/[0-9]*; do
+      [[ $p == /proc/$$ ]] && continue
+      if tr '\0' '\n' <"$p/environ" 2>/dev/null | grep -qxF "SLURM_CONF=$d/slurm.conf"; then
+        kill -KILL "${p#/proc/}" 2>/dev/null || true
+      fi
+    done
+    note "removed the cluster of an earlier run that was killed: $d"
+    rm -rf "$d"
+  done
+}
+sweep_abandoned
+
 # The cluster dir is under /tmp, not $TMPDIR: munged's socket path must fit a sockaddr_un
 # (108 bytes), which a deep build directory can exceed.
 if [[ -n ${CR_SLURM_DIR:-} ]]; then
   CLUSTER=$CR_SLURM_DIR OWN_DIR=0
 else
   CLUSTER=$(mktemp -d /tmp/chainrule-slurm.XXXXXX) OWN_DIR=1
+  echo $$ >"$CLUSTER/owner"
 fi
 SLURM_CLUSTER_STARTED=0
 JOB=""
@@ -44,7 +67,9 @@ cleanup() {
   set +e
   if [[ -n $JOB ]] && squeue -h -j "$JOB" -o %i 2>/dev/null | grep -q .; then scancel "$JOB"; fi
   [[ $SLURM_CLUSTER_STARTED == 1 ]] && slurm_cluster_stop "$CLUSTER"
-  [[ $OWN_DIR == 1 && -z ${CR_KEEP_TMP:-} ]] && rm -rf "$CLUSTER"
+  if [[ $OWN_DIR == 1 ]]; then  # a kept dir has no owner left to sweep it
+    if [[ -n ${CR_KEEP_TMP:-} ]]; then rm -f "$CLUSTER/owner"; else rm -rf "$CLUSTER"; fi
+  fi
   if [[ -n ${CR_KEEP_TMP:-} ]]; then echo "kept $T and $CLUSTER"; else rm -rf "$T"; fi
   exit "$rc"
 }
@@ -132,7 +157,7 @@ grep -q "launched as $NP ranks under MPI .*SLURM_JOB_ID=$JOB SLURM_PROCID=0 .*SL
 grep -q "layout: $NP ranks = tensor $TP x data $((NP / TP))" "$out" ||
   { cat "$out"; fail "job $JOB: not the tp=$TP x dp=$((NP / TP)) layout"; }
 
-mpirun -np $NP --bind-to none -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
+timeout 150 mpirun -np $NP --bind-to none -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
   "$CR" train "$CFG" --set run.dir=run_mpirun --set parallel.tensor=$TP >mpirun.log 2>&1 ||
   { cat mpirun.log; fail "the mpirun -np $NP run failed"; }
 grep -q "launched as $NP ranks under MPI" mpirun.log || { cat mpirun.log; fail "mpirun: not $NP ranks"; }
