@@ -190,11 +190,11 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
 
     const int done = step + 1;
     if (done == 1 && grid.world() > 1)
-      log::info("communication per rank per step: DP all-reduce {:.2f} MB (expected: {} local "
-                "parameters x 4 B = {:.2f} MB), TP collectives {:.2f} MB",
-                (ctx.dp->bytes_issued() - dp_bytes0) / 1e6, model.num_params(),
-                dp > 1 ? model.num_params() * 4 / 1e6 : 0.0,
-                (ctx.tp->bytes_issued() - tp_bytes0) / 1e6);
+      log::info("communication per rank per step: DP all-reduce {:.2f} MB (expected {}: {} local "
+                "parameters x 4 B), TP collectives {:.2f} MB",
+                (ctx.dp->bytes_issued() - dp_bytes0) / 1e6,
+                dp > 1 ? fmt::format("{:.2f} MB", model.num_params() * 4 / 1e6) : "none at dp 1",
+                model.num_params(), (ctx.tp->bytes_issued() - tp_bytes0) / 1e6);
     const double tok_per_s = (double)G * T / secs;
     const double sec_per_step = train_secs / done;
     metrics.write({{"type", "train"}, {"step", done}, {"loss", loss}, {"lr", lr},
