@@ -25,7 +25,6 @@ class AdamW {
   int steps_taken() const { return t_; }
   Buffer<float>& m() { return m_; }
   Buffer<float>& v() { return v_; }
-  void set_steps_taken(int t) { t_ = t; }
 
  private:
   const ParamLayout& layout_;

@@ -72,7 +72,6 @@ class Communicator {
   void set_fault_handler(FaultHandler h) { fault_ = std::move(h); }
   // Bytes moved by collectives issued so far (payload per rank), for the per-step report.
   uint64_t bytes_issued() const { return bytes_issued_; }
-  uint64_t collectives_issued() const { return seq_; }
 
  protected:
   // Numbers the next collective. Also the test-only fault hook: with CR_TEST_HANG_RANK=r and

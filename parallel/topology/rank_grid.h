@@ -38,9 +38,6 @@ class RankGrid {
   // Global ranks of this rank's groups, in group-rank order.
   std::vector<int> tp_group() const;
   std::vector<int> dp_group() const;
-  // The same for any rank (tests walk the whole grid).
-  static int tp_rank_of(int rank, int tp) { return rank % tp; }
-  static int dp_rank_of(int rank, int tp) { return rank / tp; }
 
   std::string describe() const;  // "rank 6/16: tp 2/4, dp 1/4"
 

@@ -3,12 +3,8 @@
 # every rank exit non-zero within parallel.timeout_s + 10 s, with a message naming the collective.
 set -euo pipefail
 BIN=$1 SRC=$2
-source "$(dirname "$0")/../cli/lib.sh"
-cli_init "$BIN" "$SRC"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-make_text corpus.txt 2000 5
-"$BIN" prepare --input corpus.txt --tokenizer char --out data >/dev/null
+source "$(dirname "$0")/lib.sh"
+dist_init "$BIN" "$SRC" 2000
 TIMEOUT_S=3
 start=$(date +%s)
 set +e

@@ -3,11 +3,8 @@
 # process behind.
 set -euo pipefail
 BIN=$1 SRC=$2
-source "$(dirname "$0")/../cli/lib.sh"
-cli_init "$BIN" "$SRC"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-make_text corpus.txt 2000 5
-"$BIN" prepare --input corpus.txt --tokenizer char --out data >/dev/null
+source "$(dirname "$0")/lib.sh"
+dist_init "$BIN" "$SRC" 2000
 # Long enough that the kill lands mid-training; a marker in run.dir tells the ranks apart.
 "$BIN" launch --nproc 2 "$SRC/tests/dist/dist.yaml" --set train.max_steps=100000 \
   --set run.dir="run_kill_$$" --set parallel.tensor=2 >out.log 2>&1 &

@@ -7,12 +7,8 @@
 set -euo pipefail
 BIN=$1 SRC=$2 LOSS_TOL=$3 WEIGHT_TOL=$4
 shift 4
-source "$(dirname "$0")/../cli/lib.sh"
-cli_init "$BIN" "$SRC"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
-make_text corpus.txt 4000 5
-"$BIN" prepare --input corpus.txt --tokenizer char --out data >/dev/null
+source "$(dirname "$0")/lib.sh"
+dist_init "$BIN" "$SRC" 4000
 CFG="$SRC/tests/dist/dist.yaml"
 
 drop=${CR_TEST_DROP_COLLECTIVE:-}
