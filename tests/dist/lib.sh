@@ -3,11 +3,12 @@
 # a small char-level dataset in ./data.
 source "$(dirname "${BASH_SOURCE[0]}")/../cli/lib.sh"
 
-# dist_init CHAINRULE SOURCE_DIR CORPUS_LINES
+# dist_init CHAINRULE SOURCE_DIR CORPUS_LINES   (sets BIN to the binary's absolute path)
 dist_init() {
   cli_init "$1" "$2"
+  BIN=$CR
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
   export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
   make_text corpus.txt "$3" 5
-  "$1" prepare --input corpus.txt --tokenizer char --out data >/dev/null
+  "$BIN" prepare --input corpus.txt --tokenizer char --out data >/dev/null
 }
