@@ -46,6 +46,8 @@ std::vector<Field> schema(Config& c) {
       {"train.eps", &c.train.eps, 1e-30, 1, "a number in (0, 1]"},
       {"train.seed", &c.train.seed, 0, 9.2e18, "an integer >= 0"},
       {"train.init_from", &c.train.init_from, 0, 0, "a path to GPT-2 safetensors, or empty"},
+      {"train.stop_after_step", &c.train.stop_after_step, 0, 1e9,
+       "an integer >= 0 (0: run to train.max_steps)"},
       {"data.dir", &c.data.dir, 0, 0, "a directory made by `chainrule prepare`"},
       {"run.dir", &c.run.dir, 0, 0, "a directory for metrics and the final model"},
       {"run.log_every", &c.run.log_every, 1, 1e9, "a positive integer (steps)"},
@@ -54,6 +56,9 @@ std::vector<Field> schema(Config& c) {
       {"parallel.tensor", &c.parallel.tensor, 1, 4096, "an integer in [1, 4096] dividing the rank count"},
       {"parallel.timeout_s", &c.parallel.timeout_s, 0.001, 1e6, "seconds in (0, 1e6]"},
       {"parallel.bucket_mb", &c.parallel.bucket_mb, 0.001, 1e5, "megabytes in (0, 1e5]"},
+      {"checkpoint.dir", &c.checkpoint.dir, 0, 0, "a directory for checkpoints, or empty (none)"},
+      {"checkpoint.every", &c.checkpoint.every, 0, 1e9, "an integer >= 0 (steps; 0: only at the end)"},
+      {"checkpoint.keep_last", &c.checkpoint.keep_last, 0, 1e6, "an integer >= 0 (0: keep all)"},
   };
 }
 
@@ -187,7 +192,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     CR_INPUT_ERROR("{}: malformed YAML: {}", located(path, e.mark), e.msg);
   }
   if (!root.IsNull() && !root.IsMap())
-    CR_INPUT_ERROR("{}: the config must be a mapping of sections (model, train, data, run, parallel)",
+    CR_INPUT_ERROR("{}: the config must be a mapping of sections (model, train, data, run, parallel, checkpoint)",
                    path);
 
   auto fields_vec = schema(c);

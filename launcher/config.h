@@ -26,6 +26,8 @@ struct TrainSettings {
   float eps = 1e-8f;
   int64_t seed = 1337;
   std::string init_from;  // optional Hugging Face GPT-2 safetensors to start from
+  int stop_after_step = 0;  // stop (saving a checkpoint) after this step; the schedule still
+                            // targets max_steps. 0: run to max_steps
 };
 
 struct DataSettings {
@@ -45,12 +47,19 @@ struct ParallelSettings {
   float bucket_mb = 25.f;   // gradient all-reduce bucket size
 };
 
+struct CheckpointSettings {
+  std::string dir;    // empty: no checkpoints; set: save there and resume from the latest
+  int every = 0;      // save every this many steps (0: only at the end and on SIGTERM/SIGUSR1)
+  int keep_last = 3;  // committed checkpoints kept (0: all)
+};
+
 struct Config {
   ModelConfig model;  // model.vocab_size 0 means "take it from data.dir's tokenizer"
   TrainSettings train;
   DataSettings data;
   RunSettings run;
   ParallelSettings parallel;
+  CheckpointSettings checkpoint;
   std::string source;  // the YAML file it came from
 };
 

@@ -5,8 +5,16 @@
 //   every layer) forward/backward over micro-batches, TP collectives inside
 //   -> DP gradient all-reduce (bucketed, averaged once) -> global gradient norm + clipping
 //   -> AdamW on the shard at the scheduled learning rate
-//   -> metrics and progress (rank 0) -> periodic validation -> final evaluation and export.
+//   -> metrics and progress (rank 0) -> periodic validation -> checkpoints (every N steps, at the
+//   end, on SIGTERM/SIGUSR1) -> final evaluation and export.
+// With checkpoint.dir set, a run first resumes from the newest sound checkpoint there: weights,
+// AdamW moments and step count, data position and LR schedule, so the steps that follow are
+// bit-identical to an uninterrupted run.
+#include <signal.h>
+
+#include <atomic>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +31,8 @@
 #include "launcher/distributed.h"
 #include "launcher/evaluate.h"
 #include "launcher/progress.h"
+#include "parallel/checkpoint/checkpoint.h"
+#include "parallel/comm/mpi_communicator.h"
 #include "parallel/layers/data_parallel.h"
 #include "parallel/layers/tensor_parallel_comm.h"
 
@@ -48,9 +58,9 @@ std::string human_count(double n) {
 // Only rank 0 writes; the others hold a closed stream.
 class MetricsLog {
  public:
-  MetricsLog(const fs::path& path, bool writer) {
+  MetricsLog(const fs::path& path, bool writer, bool append) {
     if (!writer) return;
-    out_.open(path, std::ios::trunc);
+    out_.open(path, append ? std::ios::app : std::ios::trunc);
     if (!out_) CR_INPUT_ERROR("{}: cannot create metrics file", path.string());
   }
   void write(const nlohmann::json& j) {
@@ -60,6 +70,40 @@ class MetricsLog {
  private:
   std::ofstream out_;
 };
+
+// SIGTERM (Slurm pre-emption, `kill`) and SIGUSR1 (`#SBATCH --signal`, mpirun forwards it) ask
+// for a checkpoint at the next step boundary and a clean exit. The handler only sets a flag;
+// the ranks agree on it once per step, so they all stop after the same step.
+volatile sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// Test-only: CR_TEST_KILL_AT_STEP=k SIGKILLs world rank CR_TEST_KILL_RANK (default 0) right after
+// step k, before any checkpoint of that step; not in a job restarted by `launch --max-restarts`.
+void maybe_kill_at_step(int done, int rank) {
+  static const char* at = std::getenv("CR_TEST_KILL_AT_STEP");
+  static const char* who = std::getenv("CR_TEST_KILL_RANK");
+  static const char* restart = std::getenv("CR_RESTART_COUNT");
+  if (!at || std::atoi(at) != done || (who ? std::atoi(who) : 0) != rank) return;
+  if (restart && std::atoi(restart) > 0) return;
+  log::warn("test fault hook: killing rank {} after step {}", rank, done);
+  std::fflush(stderr);
+  ::raise(SIGKILL);
+}
+
+// This rank's slice of every saved tensor: parameters, AdamW m and v, each a box of the global
+// tensor (its TP shard, or all of it when replicated).
+std::vector<ShardedTensor> checkpoint_tensors(const GPT& model, AdamW& opt, float* params) {
+  std::vector<ShardedTensor> out;
+  const auto& layout = model.layout();
+  for (auto [prefix, base] : {std::pair<const char*, float*>{"model/", params},
+                              {"optim.m/", opt.m().data()},
+                              {"optim.v/", opt.v().data()}})
+    for (const ParamTensor& t : layout.tensors())
+      out.push_back({prefix + t.name, t.global_shape,
+                     shard_box(t.global_shape, t.shard_dim, model.tp_rank(), model.tp_size()),
+                     base + t.offset});
+  return out;
+}
 
 }  // namespace
 
@@ -107,6 +151,84 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   }
   AdamW opt(model.layout(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay});
 
+  // ---- resume from the latest checkpoint ---------------------------------------------------
+  const bool checkpointing = !cfg.checkpoint.dir.empty();
+  Checkpointer ckpt(cfg.checkpoint.dir, cfg.checkpoint.keep_last, *ctx.world);
+  const auto ckpt_tensors = checkpoint_tensors(model, opt, model.params());
+  int start_step = 0;
+  if (checkpointing) {
+    ckpt.prepare();
+    if (auto m = ckpt.load_latest(ckpt_tensors, mc)) {
+      start_step = (int)m->step();
+      opt.set_steps_taken((int)m->optimizer().steps_taken());
+      const auto& lt = ckpt.last_load();
+      log::info("resumed at step {}: {:.1f} MB verified in {:.2f} s and loaded in {:.2f} s ({:.0f} MB/s)",
+                start_step, lt.bytes / 1e6, lt.verify_seconds, lt.seconds,
+                lt.bytes / 1e6 / std::max(lt.seconds, 1e-9));
+      auto differs = [&](const char* what, double was, double now) {
+        if (was != now)
+          log::warn("resuming with {} = {} (the checkpoint was saved with {}): the run will not "
+                    "match an uninterrupted one",
+                    what, now, was);
+      };
+      differs("train.max_steps", (double)m->lr_schedule().max_steps(), cfg.train.max_steps);
+      differs("train.lr", m->lr_schedule().lr(), cfg.train.lr);
+      differs("train.warmup_steps", (double)m->lr_schedule().warmup_steps(), cfg.train.warmup_steps);
+      differs("train.seed", (double)m->rng().seed(), (double)cfg.train.seed);
+      differs("train.global_batch", (double)m->global_batch(), G);
+      if (!cfg.train.init_from.empty())
+        log::info("train.init_from is ignored: the checkpoint's weights take its place");
+    } else {
+      log::info("checkpoint: none in {}; starting from step 0", cfg.checkpoint.dir);
+    }
+  }
+  auto save_checkpoint = [&](int done, float lr) {
+    proto::Manifest meta;
+    meta.set_step(done);
+    meta.set_tokens_seen((int64_t)done * G * T);
+    meta.set_global_batch(G);
+    meta.set_block_size(T);
+    *meta.mutable_model() = to_proto(mc);
+    for (int d = 0; d < dp; d++) {
+      auto* l = meta.add_loader();
+      l->set_dp_rank(d);
+      l->set_next_step(done);
+      l->set_first_sequence((int64_t)d * (G / dp));
+      l->set_sequences_per_step(G / dp);
+    }
+    meta.mutable_rng()->set_seed((uint64_t)cfg.train.seed);
+    meta.mutable_rng()->set_generator(
+        "xoshiro256** seeded by train.seed: initial weights; per-epoch data permutation; no "
+        "other randomness in a step");
+    auto* sched = meta.mutable_lr_schedule();
+    sched->set_kind("warmup_cosine");
+    sched->set_lr(cfg.train.lr);
+    sched->set_min_lr(cfg.train.min_lr);
+    sched->set_warmup_steps(cfg.train.warmup_steps);
+    sched->set_max_steps(cfg.train.max_steps);
+    sched->set_last_lr(lr);
+    auto* o = meta.mutable_optimizer();
+    o->set_kind("adamw");
+    o->set_steps_taken(opt.steps_taken());
+    o->set_beta1(cfg.train.beta1);
+    o->set_beta2(cfg.train.beta2);
+    o->set_eps(cfg.train.eps);
+    o->set_weight_decay(cfg.train.weight_decay);
+    meta.set_mpi_version(ctx.mpi ? mpi_library_version() : "none (one rank, no MPI)");
+    meta.set_nccl_version("none");
+    meta.set_created_by("chainrule train");
+    meta.set_created_unix_s((int64_t)std::time(nullptr));
+    const bool ok = ckpt.save(ckpt_tensors, std::move(meta), grid.tp(), dp);
+    const auto& st = ckpt.last_save();
+    if (ok)
+      log::info("checkpoint: step {} saved to {}/{}: {:.1f} MB in {:.2f} s ({:.0f} MB/s; CRC32C "
+                "{:.0f}% of rank 0's time)",
+                done, cfg.checkpoint.dir, step_dir_name(done), st.bytes / 1e6, st.seconds,
+                st.bytes / 1e6 / std::max(st.seconds, 1e-9),
+                100.0 * st.crc_seconds / std::max(st.seconds, 1e-9));
+    return ok;
+  };
+
   // ---- run directory -----------------------------------------------------------------------
   std::error_code ec;
   if (rank0) fs::create_directories(cfg.run.dir, ec);
@@ -121,7 +243,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   }();
   if (rank0 && info && info->tokenizer)
     std::ofstream(fs::path(cfg.run.dir) / kRunTokenizerFile) << info->tokenizer->to_json().dump() << "\n";
-  MetricsLog metrics(fs::path(cfg.run.dir) / "metrics.jsonl", rank0);
+  MetricsLog metrics(fs::path(cfg.run.dir) / "metrics.jsonl", rank0, /*append=*/start_step > 0);
+  if (start_step > 0) metrics.write({{"type", "resume"}, {"step", start_step}});
 
   log::info("layout: {} ranks = tensor {} x data {}; {} micro-batches of {} per rank per step",
             grid.world(), grid.tp(), dp, accum, M);
@@ -158,7 +281,12 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   std::vector<int32_t> inputs((size_t)M * T), targets((size_t)M * T);
   const auto run_start = Clock::now();
   double train_secs = 0;
-  for (int step = 0; step < cfg.train.max_steps; step++) {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGUSR1, &sa, nullptr);
+  int last_saved = start_step;
+  for (int step = start_step; step < cfg.train.max_steps; step++) {
     if (cfg.run.eval_every > 0 && step % cfg.run.eval_every == 0) {
       auto [r, secs] = validate(step, false);
       progress.line(eval_line(step, r, secs));
@@ -189,14 +317,15 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     train_secs += secs;
 
     const int done = step + 1;
-    if (done == 1 && grid.world() > 1)
+    maybe_kill_at_step(done, grid.rank());
+    if (done == start_step + 1 && grid.world() > 1)
       log::info("communication per rank per step: DP all-reduce {:.2f} MB (expected {}: {} local "
                 "parameters x 4 B), TP collectives {:.2f} MB",
                 (ctx.dp->bytes_issued() - dp_bytes0) / 1e6,
                 dp > 1 ? fmt::format("{:.2f} MB", model.num_params() * 4 / 1e6) : "none at dp 1",
                 model.num_params(), (ctx.tp->bytes_issued() - tp_bytes0) / 1e6);
     const double tok_per_s = (double)G * T / secs;
-    const double sec_per_step = train_secs / done;
+    const double sec_per_step = train_secs / (done - start_step);
     metrics.write({{"type", "train"}, {"step", done}, {"loss", loss}, {"lr", lr},
                    {"grad_norm", norm}, {"tokens_per_s", tok_per_s}, {"ms_per_step", secs * 1e3}});
     if (done % cfg.run.log_every == 0 || done == cfg.train.max_steps || done == 1) {
@@ -207,7 +336,31 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
           format_duration(sec_per_step * (cfg.train.max_steps - done))));
     }
     progress.update(done, sec_per_step);
+
+    // ---- checkpoint, and stop on a signal or at train.stop_after_step -----------------------
+    float sig = (float)g_stop_signal;
+    if (grid.world() > 1) ctx.world->all_reduce(&sig, 1, ReduceOp::Max);  // every rank stops together
+    const bool stop = sig > 0 || (cfg.train.stop_after_step > 0 && done >= cfg.train.stop_after_step &&
+                                  done < cfg.train.max_steps);
+    const bool due = (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0) ||
+                     done == cfg.train.max_steps || stop;
+    if (checkpointing && due && save_checkpoint(done, lr)) last_saved = done;
+    if (stop) {
+      const std::string why = sig > 0 ? fmt::format("signal {}", strsignal((int)sig))
+                                      : fmt::format("train.stop_after_step = {}", cfg.train.stop_after_step);
+      if (!checkpointing) {
+        log::warn("stopped after step {} ({}); checkpoint.dir is not set, so nothing was saved", done, why);
+        return sig > 0 ? 128 + (int)sig : 0;
+      }
+      if (last_saved != done)
+        CR_INPUT_ERROR("stopped after step {} ({}) but its checkpoint could not be saved (see the "
+                       "warnings); the latest is step {}", done, why, last_saved);
+      log::info("stopped after step {} ({}); resume with the same command", done, why);
+      return 0;
+    }
   }
+  if (checkpointing && last_saved < cfg.train.max_steps)
+    log::warn("the final checkpoint could not be saved; the latest is step {}", last_saved);
 
   // ---- final evaluation and export ---------------------------------------------------------
   auto [r, secs] = validate(cfg.train.max_steps, true);

@@ -23,6 +23,7 @@ class AdamW {
   // One update at learning rate lr; increments the step count first (bias correction uses t>=1).
   void step(float* params, const float* grads, float lr);
   int steps_taken() const { return t_; }
+  void set_steps_taken(int t) { t_ = t; }  // resuming: the bias corrections continue from t
   Buffer<float>& m() { return m_; }
   Buffer<float>& v() { return v_; }
 

@@ -59,6 +59,9 @@ class Communicator {
   virtual std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n) = 0;
   virtual std::unique_ptr<Work> broadcast_async(float* buf, size_t n, int root) = 0;
   virtual void barrier() = 0;
+  // Control-plane gather of variable-length byte strings (checkpoint metadata, manifests): every
+  // rank receives every rank's bytes, in rank order. Blocking, with the same timeout contract.
+  virtual std::vector<std::string> all_gather_bytes(const std::string& mine) = 0;
 
   void all_reduce(float* buf, size_t n, ReduceOp op = ReduceOp::Sum) { all_reduce_async(buf, n, op)->wait(); }
   void reduce_scatter(const float* send, float* recv, size_t n, ReduceOp op = ReduceOp::Sum) {

@@ -139,4 +139,28 @@ void MpiCommunicator::barrier() {
   MpiWork(*this, std::move(info), req).wait();
 }
 
+std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mine) {
+  // Two steps: the lengths, then the bytes (MPI counts are ints: metadata stays far below 2 GB).
+  CR_CHECK(mine.size() < (size_t)INT32_MAX / (size_t)size_, "all_gather_bytes: {} bytes is too many",
+           mine.size());
+  int len = (int)mine.size();
+  std::vector<int> lens(size_);
+  MPI_Request req;
+  CR_MPI_CHECK(MPI_Iallgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm_, &req));
+  MpiWork(*this, next("all_gather_bytes(lengths)", sizeof(int) * size_), req).wait();
+  std::vector<int> displs(size_);
+  int total = 0;
+  for (int r = 0; r < size_; r++) {
+    displs[r] = total;
+    total += lens[r];
+  }
+  std::string all((size_t)total, '\0');
+  CR_MPI_CHECK(MPI_Iallgatherv(mine.data(), len, MPI_BYTE, all.data(), lens.data(), displs.data(),
+                               MPI_BYTE, comm_, &req));
+  MpiWork(*this, next("all_gather_bytes", (size_t)total), req).wait();
+  std::vector<std::string> out(size_);
+  for (int r = 0; r < size_; r++) out[r] = all.substr((size_t)displs[r], (size_t)lens[r]);
+  return out;
+}
+
 }  // namespace cr

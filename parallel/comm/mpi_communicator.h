@@ -32,6 +32,7 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n) override;
   std::unique_ptr<Work> broadcast_async(float* buf, size_t n, int root) override;
   void barrier() override;
+  std::vector<std::string> all_gather_bytes(const std::string& mine) override;
 
   MPI_Comm comm() const { return comm_; }
 

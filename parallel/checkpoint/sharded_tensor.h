@@ -1,0 +1,36 @@
+// Sharded tensors as boxes. A rank holds a dense, row-major box of each global tensor (its TP
+// shard, or the whole tensor when replicated); a checkpoint stores boxes too (its chunks).
+// Loading into any layout is then: for every box this rank needs, copy in the intersection with
+// every stored chunk. Pure arithmetic, no I/O, no MPI.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cr {
+
+struct Box {
+  std::vector<int64_t> offset;  // start, per dimension, in global coordinates
+  std::vector<int64_t> shape;   // extent, per dimension
+};
+
+// The tensor a rank holds: its box of the global tensor, stored densely at data.
+struct ShardedTensor {
+  std::string name;
+  std::vector<int64_t> global_shape;
+  Box box;
+  float* data = nullptr;
+};
+
+int64_t volume(const std::vector<int64_t>& shape);
+// The overlap of a and b (same rank); false when it is empty.
+bool intersect(const Box& a, const Box& b, Box* out);
+// Copies `region` (inside both boxes) from src, a dense box src_box, into dst, a dense box
+// dst_box. Rows along the last dimension move with memcpy.
+void copy_region(const float* src, const Box& src_box, float* dst, const Box& dst_box,
+                 const Box& region);
+// The box of a tensor split into `parts` equal pieces along `dim` (-1: the whole tensor).
+Box shard_box(const std::vector<int64_t>& global_shape, int dim, int part, int parts);
+
+}  // namespace cr
