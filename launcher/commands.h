@@ -24,6 +24,7 @@ struct LaunchOptions {
   std::string config;
   std::vector<std::string> overrides;
   int threads = 0;  // per rank; 0: cores / nproc
+  int max_restarts = 0;  // restart a failed job up to this many times (needs checkpoint.dir)
 };
 int run_launch(const LaunchOptions& opt);
 
@@ -45,6 +46,14 @@ struct SampleOptions {
   uint64_t seed = 42;
 };
 int run_sample(const SampleOptions& opt);
+
+struct CkptOptions {
+  std::string dir;  // a checkpoint (step_N/) or a checkpoint.dir
+  std::string out;  // export: output directory
+};
+int run_ckpt_inspect(const CkptOptions& opt);
+int run_ckpt_verify(const CkptOptions& opt);  // 0: sound, 1: damaged
+int run_ckpt_export(const CkptOptions& opt);
 
 // Where the embedded default corpus lives (Debian's fortunes package).
 constexpr const char* kDefaultCorpus = "/usr/share/games/fortunes";

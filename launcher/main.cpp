@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
   l->add_option("--threads", la.threads, "Threads per rank (default: cores / nproc)");
   l->add_option("config", la.config, "YAML config")->required();
   l->add_option("--set", la.overrides, "Override a key (repeatable)");
+  l->add_option("--max-restarts", la.max_restarts,
+                "Restart a failed job from its latest checkpoint up to K times")
+      ->capture_default_str();
 
   cr::EvalOptions ev;
   auto* e = app.add_subcommand("eval", "Validation loss, bits/token, bits/byte, perplexity");
@@ -52,6 +55,17 @@ int main(int argc, char** argv) {
   s->add_option("--top-k", sa.top_k, "Sample among the k likeliest (0 = all)")->capture_default_str();
   s->add_option("--seed", sa.seed, "Sampling seed")->capture_default_str();
   s->add_option("--data", sa.data_dir, "Data dir whose tokenizer to use");
+
+  cr::CkptOptions ck;
+  auto* c = app.add_subcommand("ckpt", "Inspect, verify or export checkpoints");
+  c->require_subcommand(1);
+  auto* ci = c->add_subcommand("inspect", "Step, layout, tensors and sizes of a checkpoint");
+  auto* cv = c->add_subcommand("verify", "Full checksum pass; exit 0 when sound, 1 when damaged");
+  auto* cx = c->add_subcommand("export", "Write the gathered model as safetensors + config.json");
+  for (auto* sub : {ci, cv, cx})
+    sub->add_option("dir", ck.dir, "A checkpoint (step_N) or a checkpoint.dir (its newest)")
+        ->required();
+  cx->add_option("--out", ck.out, "Output directory")->required();
 
   try {
     app.parse(argc, argv);
@@ -84,6 +98,9 @@ int main(int argc, char** argv) {
     }
     if (*e) return cr::run_eval(ev);
     if (*s) return cr::run_sample(sa);
+    if (*ci) return cr::run_ckpt_inspect(ck);
+    if (*cv) return cr::run_ckpt_verify(ck);
+    if (*cx) return cr::run_ckpt_export(ck);
   } catch (const cr::InputError& err) {
     fmt::print(stderr, "{}chainrule: error: {}\n", cr::log::rank_prefix(), err.message());
     return fail(2);

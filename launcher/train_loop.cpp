@@ -152,6 +152,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   AdamW opt(model.layout(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay});
 
   // ---- resume from the latest checkpoint ---------------------------------------------------
+  Progress progress(cfg.train.max_steps);
   const bool checkpointing = !cfg.checkpoint.dir.empty();
   Checkpointer ckpt(cfg.checkpoint.dir, cfg.checkpoint.keep_last, *ctx.world);
   const auto ckpt_tensors = checkpoint_tensors(model, opt, model.params());
@@ -221,11 +222,11 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     const bool ok = ckpt.save(ckpt_tensors, std::move(meta), grid.tp(), dp);
     const auto& st = ckpt.last_save();
     if (ok)
-      log::info("checkpoint: step {} saved to {}/{}: {:.1f} MB in {:.2f} s ({:.0f} MB/s; CRC32C "
+      progress.line(fmt::format("checkpoint: step {} saved to {}/{}: {:.1f} MB in {:.2f} s ({:.0f} MB/s; CRC32C "
                 "{:.0f}% of rank 0's time)",
                 done, cfg.checkpoint.dir, step_dir_name(done), st.bytes / 1e6, st.seconds,
                 st.bytes / 1e6 / std::max(st.seconds, 1e-9),
-                100.0 * st.crc_seconds / std::max(st.seconds, 1e-9));
+                100.0 * st.crc_seconds / std::max(st.seconds, 1e-9)));
     return ok;
   };
 
@@ -277,7 +278,6 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   };
 
   // ---- the training loop -------------------------------------------------------------------
-  Progress progress(cfg.train.max_steps);
   std::vector<int32_t> inputs((size_t)M * T), targets((size_t)M * T);
   const auto run_start = Clock::now();
   double train_secs = 0;

@@ -390,7 +390,14 @@ bool Checkpointer::save(const std::vector<ShardedTensor>& tensors, proto::Manife
   if (rank == 0) {
     try {
       maybe_kill("before_manifest", rank, step);
+      // The manifest lists tensors in the model's order (every rank holds every name).
       std::map<std::string, int> index;
+      for (const ShardedTensor& t : tensors) {
+        proto::Tensor* nt = meta.add_tensors();
+        *nt = describe_box(t);
+        nt->clear_chunks();
+        index[t.name] = meta.tensors_size() - 1;
+      }
       for (const auto& part : all) {
         proto::Manifest m;
         CR_CHECK(m.ParseFromString(part), "unparsable chunk records");
