@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Compares two chainrule runs: per-step training losses and the final (gathered) weights.
 
-Usage: compare_runs.py REF_RUN RUN LOSS_TOL WEIGHT_TOL
+Usage: compare_runs.py REF_RUN RUN LOSS_TOL WEIGHT_TOL [--steps FIRST[:LAST]]
+With --steps only those steps' losses are compared (a resumed run's metrics.jsonl holds several
+attempts: the last record of a step wins).
 Prints the loss gap step by step (so growth from reduction-order rounding is visible) and the
 worst weight gap, relative per tensor (max |a-b| / max |a|). Exit 0 when both are within
 tolerance, 1 otherwise.
@@ -20,8 +22,13 @@ import numpy as np
 
 
 def losses(run):
+    by_step = {}
     with open(f"{run}/metrics.jsonl") as f:
-        return [json.loads(l)["loss"] for l in f if '"type":"train"' in l]
+        for line in f:
+            j = json.loads(line)
+            if j.get("type") == "train":
+                by_step[j["step"]] = j["loss"]
+    return by_step
 
 
 def tensors(run):
@@ -39,13 +46,19 @@ def tensors(run):
 
 
 def main():
-    if len(sys.argv) != 5:
-        sys.exit("usage: compare_runs.py REF_RUN RUN LOSS_TOL WEIGHT_TOL")
+    if len(sys.argv) not in (5, 7) or (len(sys.argv) == 7 and sys.argv[5] != "--steps"):
+        sys.exit("usage: compare_runs.py REF_RUN RUN LOSS_TOL WEIGHT_TOL [--steps FIRST[:LAST]]")
     ref, run, loss_tol, weight_tol = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-    a, b = losses(ref), losses(run)
-    if len(a) != len(b) or not a:
-        print(f"FAIL: {len(a)} vs {len(b)} training steps")
+    la, lb = losses(ref), losses(run)
+    if len(sys.argv) == 7:
+        first, _, last = sys.argv[6].partition(":")
+        steps = list(range(int(first), int(last or first) + 1))
+    else:
+        steps = sorted(la)
+    if not steps or any(s not in la or s not in lb for s in steps) or (len(sys.argv) == 5 and la.keys() != lb.keys()):
+        print(f"FAIL: steps {sorted(la)} vs {sorted(lb)} (compared: {steps})")
         return 1
+    a, b = [la[s] for s in steps], [lb[s] for s in steps]
     gaps = [abs(x - y) / abs(x) for x, y in zip(a, b)]
     print("loss gap by step: " + " ".join(f"{g:.1e}" for g in gaps))
     ta, tb = tensors(ref), tensors(run)
