@@ -13,7 +13,8 @@
 # without a configuration error in their logs (e.g. a sandbox that forbids what they need). The
 # daemon logs are printed then. Missing packages (deploy/install_deps.sh installs them), a
 # configuration error, a rejected submission, a failed or timed-out job, or any mismatch with
-# the mpirun run FAIL.
+# the mpirun run FAIL. Then a pre-emption: USR1 to the batch script saves a checkpoint and
+# the job completes with exit 0.
 set -euo pipefail
 BIN=$1 SRC=$2 LOSS_TOL=${3:-1e-5} WEIGHT_TOL=${4:-2e-4}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -120,25 +121,29 @@ JOB=$(CHAINRULE=$CR sbatch --parsable --job-name=chainrule-slurm-test --nodes=1 
 JOB=${JOB%%;*}
 note "submitted job $JOB ($(ms) ms)"
 
-wait_s=${CR_SLURM_WAIT_S:-120}
-deadline=$(($(date +%s) + wait_s))
-state=""
-while :; do
-  info=$(scontrol show job "$JOB" -o 2>&1) || fail "scontrol show job $JOB: $info"
-  state=$(sed -n 's/.* JobState=\([A-Z_]*\).*/\1/p' <<<"$info")
-  case $state in
-    PENDING | CONFIGURING | RUNNING | COMPLETING | SUSPENDED | REQUEUED | RESIZING | "") ;;
-    *) break ;;
-  esac
-  if (($(date +%s) >= deadline)); then
-    echo "$info"
-    [[ -f $T/slurm-$JOB.out ]] && { echo "--- job output ---"; cat "$T/slurm-$JOB.out"; }
-    daemon_logs
-    scancel "$JOB" || true
-    fail "job $JOB still $state after ${wait_s} s (reason: $(sed -n 's/.* Reason=\([^ ]*\).*/\1/p' <<<"$info")); cancelled"
-  fi
-  sleep 0.5
-done
+# wait_job: until job $JOB has ended (at most CR_SLURM_WAIT_S); sets info and state.
+wait_job() {
+  local wait_s=${CR_SLURM_WAIT_S:-120} deadline
+  deadline=$(($(date +%s) + ${CR_SLURM_WAIT_S:-120}))
+  state=""
+  while :; do
+    info=$(scontrol show job "$JOB" -o 2>&1) || fail "scontrol show job $JOB: $info"
+    state=$(sed -n 's/.* JobState=\([A-Z_]*\).*/\1/p' <<<"$info")
+    case $state in
+      PENDING | CONFIGURING | RUNNING | COMPLETING | SUSPENDED | REQUEUED | RESIZING | "") ;;
+      *) break ;;
+    esac
+    if (($(date +%s) >= deadline)); then
+      echo "$info"
+      [[ -f $T/slurm-$JOB.out ]] && { echo "--- job output ---"; cat "$T/slurm-$JOB.out"; }
+      daemon_logs
+      scancel "$JOB" || true
+      fail "job $JOB still $state after ${wait_s} s (reason: $(sed -n 's/.* Reason=\([^ ]*\).*/\1/p' <<<"$info")); cancelled"
+    fi
+    sleep 0.5
+  done
+}
+wait_job
 out=$T/slurm-$JOB.out
 exit_code=$(sed -n 's/.* ExitCode=\([0-9:]*\).*/\1/p' <<<"$info")
 note "job $JOB: $state, exit code $exit_code ($(ms) ms)"
@@ -171,4 +176,28 @@ if cmp -s run_mpirun/model.safetensors run_slurm/model.safetensors &&
 else
   note "within tolerance but not bit-identical"
 fi
-echo "slurm: sbatch + srun --mpi=pmix matches mpirun at tp=$TP x dp=$((NP / TP)) ($(ms) ms)"
+note "sbatch + srun --mpi=pmix matches mpirun at tp=$TP x dp=$((NP / TP)) ($(ms) ms)"
+
+# Pre-emption: the --signal=B:USR1 warning, sent to the batch script as Slurm would, is relayed
+# to the ranks, which save a checkpoint and exit 0; the job completes cleanly.
+JOB=$(CHAINRULE=$CR sbatch --parsable --job-name=chainrule-slurm-preempt --nodes=1 --ntasks=$NP \
+  --ntasks-per-node=$NP --cpus-per-task=1 --overcommit --time=5 --output="$T/slurm-%j.out" \
+  "$SRC/deploy/slurm/cpu.sbatch" "$CFG" --set run.dir=run_preempt --set parallel.tensor=$TP \
+  --set train.max_steps=100000 --set checkpoint.dir=ck_preempt 2>sbatch.err) ||
+  fail "sbatch rejected the job: $(cat sbatch.err)"
+JOB=${JOB%%;*}
+for _ in $(seq 600); do
+  [[ -f run_preempt/metrics.jsonl && $(grep -c '"type":"train"' run_preempt/metrics.jsonl) -ge 20 ]] && break
+  sleep 0.1
+done
+scancel --batch --signal=USR1 "$JOB" || fail "scancel --batch --signal=USR1 $JOB failed"
+wait_job
+out=$T/slurm-$JOB.out
+exit_code=$(sed -n 's/.* ExitCode=\([0-9:]*\).*/\1/p' <<<"$info")
+[[ $state == COMPLETED && $exit_code == 0:0 ]] || { cat "$out"; fail "pre-empted job $JOB ended $state ($exit_code)"; }
+stop=$(sed -n 's/.*stopped after step \([0-9]*\) (signal.*/\1/p' "$out")
+[[ -n $stop && -d ck_preempt/$(printf 'step_%08d' "$stop") ]] ||
+  { cat "$out"; fail "pre-empted job $JOB: no checkpoint of the step it stopped after"; }
+"$CR" ckpt verify ck_preempt >/dev/null || fail "the pre-emption checkpoint does not verify"
+note "USR1 to the batch script: saved step $stop, job COMPLETED 0:0 ($(ms) ms)"
+echo "slurm: ok ($(ms) ms)"
