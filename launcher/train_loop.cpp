@@ -101,7 +101,7 @@ std::vector<ShardedTensor> checkpoint_tensors(const GPT& model, AdamW& opt, floa
     for (const ParamTensor& t : layout.tensors())
       out.push_back({prefix + t.name, t.global_shape,
                      shard_box(t.global_shape, t.shard_dim, model.tp_rank(), model.tp_size()),
-                     base + t.offset});
+                     base + t.offset, t.name == "wte" ? 0 : -1});
   return out;
 }
 

@@ -1,6 +1,7 @@
 #include "parallel/checkpoint/checkpoint.h"
 
 #include <fcntl.h>
+#include <stdio.h>  // renameat2
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -171,7 +172,8 @@ std::vector<std::string> committed_checkpoints(const std::string& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name.size() != 13 || name.rfind("step_", 0) != 0 || !e.is_directory()) continue;
+    if (name.size() < 13 || name.size() > 24 || name.rfind("step_", 0) != 0 || !e.is_directory())
+      continue;
     if (!std::all_of(name.begin() + 5, name.end(), ::isdigit)) continue;
     found.emplace_back(std::stoll(name.substr(5)), e.path().string());
   }
@@ -246,9 +248,12 @@ void load_tensors(const std::string& ckpt, const proto::Manifest& m,
     auto it = by_name.find(dst.name);
     if (it == by_name.end()) CR_INPUT_ERROR("{}: the checkpoint has no tensor '{}'", ckpt, dst.name);
     const proto::Tensor& src = *it->second;
-    if (src.global_shape_size() != (int)dst.global_shape.size())
-      CR_INPUT_ERROR("{}: tensor '{}' has {} dimensions, this model's has {}", ckpt, dst.name,
-                     src.global_shape_size(), dst.global_shape.size());
+    bool same = src.global_shape_size() == (int)dst.global_shape.size();
+    for (int d = 0; same && d < src.global_shape_size(); d++)
+      same = d == dst.padded_dim || src.global_shape(d) == dst.global_shape[d];
+    if (!same)
+      CR_INPUT_ERROR("{}: tensor '{}' has shape [{}], this model's is [{}]", ckpt, dst.name,
+                     fmt::join(src.global_shape(), ","), fmt::join(dst.global_shape, ","));
     std::fill(dst.data, dst.data + volume(dst.box.shape), 0.f);
     // What of this box the checkpoint holds: the rest (extra vocabulary padding) stays zero.
     Box saved{std::vector<int64_t>(dst.global_shape.size(), 0),
@@ -393,6 +398,7 @@ bool Checkpointer::save(const std::vector<ShardedTensor>& tensors, proto::Manife
       // The manifest lists tensors in the model's order (every rank holds every name).
       std::map<std::string, int> index;
       for (const ShardedTensor& t : tensors) {
+        if (index.count(t.name)) continue;  // a rank may hold several boxes of one tensor
         proto::Tensor* nt = meta.add_tensors();
         *nt = describe_box(t);
         nt->clear_chunks();
@@ -424,10 +430,18 @@ bool Checkpointer::save(const std::vector<ShardedTensor>& tensors, proto::Manife
       fsync_path(tmp_dir.string(), true);
       maybe_kill("before_rename", rank, step);
       // 5. commit
-      std::error_code ec;
-      if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);  // a re-save of the same step
-      fs::rename(tmp_dir, final_dir, ec);
-      if (ec) CR_THROW("{}: cannot rename to {}: {}", tmp_dir.string(), final_dir.string(), ec.message());
+      if (fs::exists(final_dir)) {
+        // A re-save of a step (after falling back past a damaged one): swap the two atomically,
+        // so a crash leaves one of them committed, then drop the old one.
+        if (::renameat2(AT_FDCWD, tmp_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) != 0)
+          CR_THROW("{}: cannot exchange with {}: {}", tmp_dir.string(), final_dir.string(),
+                   std::strerror(errno));
+        std::error_code ec;
+        fs::remove_all(tmp_dir, ec);
+      } else if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) {
+        CR_THROW("{}: cannot rename to {}: {}", tmp_dir.string(), final_dir.string(),
+                 std::strerror(errno));
+      }
       fsync_path(dir_, true);
       committed = true;
     } catch (const Error& e) {

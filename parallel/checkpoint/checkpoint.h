@@ -77,9 +77,9 @@ std::string resolve_checkpoint(const std::string& dir);
 std::vector<std::string> verify_checkpoint(const std::string& ckpt, const proto::Manifest& m,
                                            int rank = 0, int nranks = 1,
                                            double* crc_seconds = nullptr);
-// Fills each box from the checkpoint's chunks (re-checking their CRC32C). Parts of a box outside
-// the saved tensor (extra vocabulary padding of a wider tp) are zero; parts inside must be
-// covered. Throws InputError naming the file and tensor.
+// Fills each box from the checkpoint's chunks (re-checking their CRC32C). Global shapes must
+// match except along a tensor's padded_dim, where parts outside the saved tensor (the extra
+// vocabulary padding of a wider tp) are zero. Throws InputError naming the file and tensor.
 void load_tensors(const std::string& ckpt, const proto::Manifest& m,
                   const std::vector<ShardedTensor>& tensors);
 

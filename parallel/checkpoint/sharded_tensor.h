@@ -21,6 +21,9 @@ struct ShardedTensor {
   std::vector<int64_t> global_shape;
   Box box;
   float* data = nullptr;
+  // A dimension whose extent depends on the layout (the vocabulary, padded to 64 x tp): loading
+  // zero-fills what the checkpoint lacks and drops what this layout lacks. -1: none.
+  int padded_dim = -1;
 };
 
 int64_t volume(const std::vector<int64_t>& shape);

@@ -96,27 +96,22 @@ TEST(ShardedBox, Intersect) {
   const Box a{{0, 0}, {4, 4}};
   Box r;
   ASSERT_TRUE(intersect(a, Box{{2, 3}, {4, 4}}, &r));
-  EXPECT_EQ(r.offset, (Shape{2, 3}));
-  EXPECT_EQ(r.shape, (Shape{2, 1}));
+  EXPECT_TRUE(r.offset == (Shape{2, 3}) && r.shape == (Shape{2, 1}));
   EXPECT_FALSE(intersect(a, Box{{4, 0}, {2, 4}}, &r));   // touching below
   EXPECT_FALSE(intersect(a, Box{{0, -3}, {4, 3}}, &r));  // touching on the left
   EXPECT_FALSE(intersect(a, Box{{1, 1}, {2, 0}}, &r));   // empty
   ASSERT_TRUE(intersect(Box{{1, 2}, {2, 1}}, a, &r));    // contained
-  EXPECT_EQ(r.offset, (Shape{1, 2}));
-  EXPECT_EQ(r.shape, (Shape{2, 1}));
+  EXPECT_TRUE(r.offset == (Shape{1, 2}) && r.shape == (Shape{2, 1}));
 }
 
 TEST(ShardedBox, ShardBox) {
   const Shape g{6, 8};
   Box b = shard_box(g, 0, 1, 3);
-  EXPECT_EQ(b.offset, (Shape{2, 0}));
-  EXPECT_EQ(b.shape, (Shape{2, 8}));
+  EXPECT_TRUE(b.offset == (Shape{2, 0}) && b.shape == (Shape{2, 8}));
   b = shard_box(g, 1, 3, 4);
-  EXPECT_EQ(b.offset, (Shape{0, 6}));
-  EXPECT_EQ(b.shape, (Shape{6, 2}));
+  EXPECT_TRUE(b.offset == (Shape{0, 6}) && b.shape == (Shape{6, 2}));
   b = shard_box(g, -1, 2, 4);  // replicated: every part holds the whole tensor
-  EXPECT_EQ(b.offset, (Shape{0, 0}));
-  EXPECT_EQ(b.shape, g);
+  EXPECT_TRUE(b.offset == (Shape{0, 0}) && b.shape == g);
   EXPECT_THROW(shard_box(g, 1, 0, 3), Error);
 }
 
@@ -144,7 +139,7 @@ TEST(ShardedBox, CopyRegionRetilesBetweenLayouts) {
   std::mt19937 rng(3);
   for (const Shape& gs : {Shape{3, 8, 5}, Shape{40}, Shape{2, 4, 6, 3}}) {
     const std::vector<float> global = random_floats((size_t)volume(gs), rng);
-    std::vector<Layout> layouts = {split(gs, -1, 0, 1)};
+    std::vector<Layout> layouts = {split(gs, -1, 1)};
     for (int d = 0; d < (int)gs.size(); d++)
       for (int k = 2; k <= gs[d]; k++)
         if (gs[d] % k == 0) layouts.push_back(split(gs, d, k));
@@ -180,55 +175,32 @@ TEST(ShardedBox, CopyRegionRetilesBetweenLayouts) {
 
 // ---- save / load at world size 1 --------------------------------------------------------------
 
-ModelConfig small_config() {
-  ModelConfig c;
-  c.n_layer = 2, c.n_head = 4, c.n_embd = 16, c.block_size = 8, c.vocab_size = 50;
-  return c;
-}
-
-// The whole model (tp 1, wte padded to 64 rows), random, named as the trainer names it.
-struct FullModel {
-  FullModel(const ModelConfig& cfg, uint32_t seed) : layout(cfg) {
-    std::mt19937 rng(seed);
-    for (const auto& t : layout.tensors()) data.push_back(random_floats(t.numel, rng));
-  }
-  std::vector<ShardedTensor> tensors() {
-    std::vector<ShardedTensor> out;
-    for (size_t i = 0; i < data.size(); i++) {
-      const auto& t = layout.tensors()[i];
-      out.push_back({"model/" + t.name, t.global_shape, shard_box(t.global_shape, -1, 0, 1),
-                     data[i].data()});
-    }
-    return out;
-  }
-  ParamLayout layout;
-  std::vector<std::vector<float>> data;
-};
-
-// Every TP rank's boxes at degree tp, all in this process: cut from `from` (zero-padded to the
-// wider vocabulary) as the trainer cuts them, or NaN to load into. `once`: replicated tensors
-// only from rank 0 (what a save sees spread over ranks).
-struct ShardSet {
+// A model's tensors as TP ranks hold them (every rank's boxes, all in this process), named as the
+// trainer names them. Move it, never copy it: the tensors point into bufs.
+struct Shards {
   std::vector<std::vector<float>> bufs;
   std::vector<ShardedTensor> tensors;
 };
-ShardSet shards_of(const ModelConfig& cfg, const FullModel* from, int tp, bool once = false) {
-  ShardSet s;
+
+// At degree tp: cut from `whole` (a tp 1 Shards; zero-padded to the wider vocabulary) as the
+// trainer cuts it, or all NaN (to load into) without it.
+Shards shards(const ModelConfig& cfg, int tp, const Shards* whole = nullptr) {
+  Shards s;
   for (int p = 0; p < tp; p++) {
     const ParamLayout lay(cfg, p, tp);
     for (size_t i = 0; i < lay.tensors().size(); i++) {
-      const auto& t = lay.tensors()[i];
-      if (once && p > 0 && t.shard_dim < 0) continue;
+      const ParamTensor& t = lay.tensors()[i];
       std::vector<float> buf(t.numel, NAN);
-      if (from) {
-        std::vector<float> padded = from->data[i];
+      if (whole) {
+        std::vector<float> padded = whole->bufs[i];
         padded.resize((size_t)volume(t.global_shape), 0.f);
         if (t.shard_dim < 0) buf = padded;
         else copy_shard_out(padded.data(), t.global_shape, t.shard_dim, p, tp, buf.data());
       }
       s.bufs.push_back(std::move(buf));
       s.tensors.push_back({"model/" + t.name, t.global_shape,
-                           shard_box(t.global_shape, t.shard_dim, p, tp), nullptr});
+                           shard_box(t.global_shape, t.shard_dim, p, tp), nullptr,
+                           t.name == "wte" ? 0 : -1});
       EXPECT_EQ(s.tensors.back().box.shape, t.shape) << t.name;
     }
   }
@@ -236,11 +208,40 @@ ShardSet shards_of(const ModelConfig& cfg, const FullModel* from, int tp, bool o
   return s;
 }
 
-void expect_same(const ShardSet& got, const ShardSet& want, const std::string& what) {
+Shards random_model(const ModelConfig& cfg, uint32_t seed) {  // tp 1, wte padded to 64 rows
+  Shards s = shards(cfg, 1);
+  std::mt19937 rng(seed);
+  for (auto& b : s.bufs) std::copy_n(random_floats(b.size(), rng).begin(), b.size(), b.begin());
+  return s;
+}
+
+void expect_same(const Shards& got, const Shards& want, const std::string& what) {
   ASSERT_EQ(got.bufs.size(), want.bufs.size());
   for (size_t i = 0; i < got.bufs.size(); i++)
     EXPECT_TRUE(same_bits(got.bufs[i].data(), want.bufs[i].data(), want.bufs[i].size()))
-        << what << ": " << got.tensors[i].name << " box #" << i;
+        << what << ": " << got.tensors[i].name << ", box #" << i;
+}
+
+// Splits tensor `name`'s one chunk in two at index `at` of dim 0 (contiguous on disk), listing
+// the halves in reverse order, with their CRC32C from the shard file: a valid multi-chunk manifest.
+void split_chunk(proto::Manifest& m, const std::string& ckpt, const std::string& name, int64_t at) {
+  for (auto& t : *m.mutable_tensors()) {
+    if (t.name() != name) continue;
+    proto::Chunk a = t.chunks(0), b = a;
+    a.set_shape(0, at);
+    a.set_byte_length(b.byte_length() / b.shape(0) * at);
+    b.set_offset(0, at);
+    b.set_shape(0, b.shape(0) - at);
+    b.set_byte_offset(a.byte_offset() + a.byte_length());
+    b.set_byte_length(b.byte_length() - a.byte_length());
+    std::ifstream in(ckpt + "/" + a.file(), std::ios::binary);
+    const std::string bytes{std::istreambuf_iterator<char>(in), {}};
+    for (auto* c : {&a, &b})
+      c->set_crc32c(crc32c(bytes.data() + c->byte_offset(), c->byte_length()));
+    t.clear_chunks();
+    *t.add_chunks() = b;
+    *t.add_chunks() = a;
+  }
 }
 
 void flip_bit(const std::string& path, uint64_t byte, int bit) {
@@ -259,69 +260,66 @@ class Checkpoint : public ::testing::Test {
   std::string shard(int64_t s) const { return step_dir(s) + "/shard-r00000.bin"; }
   std::string manifest(int64_t s) const { return step_dir(s) + "/manifest.pb"; }
   // Saves through the real protocol, as the trainer does: prepare, then save.
-  bool save(const std::vector<ShardedTensor>& tensors, int64_t step, int keep_last = 0) {
+  bool save(const Shards& s, int64_t step, int keep_last = 0) {
     Checkpointer ck(dir(), keep_last, *world);
     ck.prepare();
     proto::Manifest meta;
     meta.set_step(step);
     *meta.mutable_model() = to_proto(cfg);
-    return ck.save(tensors, meta, 1, 1);
+    return ck.save(s.tensors, meta, 1, 1);
   }
-  std::optional<proto::Manifest> load_latest(const std::vector<ShardedTensor>& t) {
+  std::optional<proto::Manifest> load_latest(const Shards& s, const ModelConfig* other = nullptr) {
     Checkpointer ck(dir(), 0, *world);
-    return ck.load_latest(t, cfg);
+    return ck.load_latest(s.tensors, other ? *other : cfg);
   }
 
   TempDir tmp;
-  ModelConfig cfg = small_config();
+  ModelConfig cfg{.n_layer = 2, .n_head = 4, .n_embd = 16, .block_size = 8, .vocab_size = 50};
   std::unique_ptr<Communicator> world = make_single_rank_communicator();
-  FullModel model{cfg, 10};
+  Shards model = random_model(cfg, 10);
 };
 
 TEST_F(Checkpoint, RoundTripAndReshardIntoTp2AndTp4) {
-  ASSERT_TRUE(save(model.tensors(), 5));
-  FullModel back(cfg, 99);
-  const auto m = load_latest(back.tensors());
+  ASSERT_TRUE(save(model, 5));
+  Shards back = random_model(cfg, 99);
+  const auto m = load_latest(back);
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->step(), 5);
   EXPECT_EQ(m->saved_layout().world(), 1);
   EXPECT_EQ(m->model_config_hash(), model_config_hash(cfg));
-  for (size_t i = 0; i < model.data.size(); i++)
-    EXPECT_TRUE(same_bits(back.data[i].data(), model.data[i].data(), model.data[i].size()))
-        << model.layout.tensors()[i].name;
+  expect_same(back, model, "tp 1");
   for (int tp : {2, 4}) {
-    ShardSet got = shards_of(cfg, nullptr, tp);
+    Shards got = shards(cfg, tp);
     load_tensors(step_dir(5), *m, got.tensors);
-    expect_same(got, shards_of(cfg, &model, tp), "tp " + std::to_string(tp));
-    // wte is [64 x tp, 16] now; every rank but 0 holds only rows past the saved 64: zeros.
-    for (size_t i = 0; i < got.tensors.size(); i++)
-      if (got.tensors[i].name == "model/wte" && got.tensors[i].box.offset[0] >= 64)
-        EXPECT_TRUE(std::all_of(got.bufs[i].begin(), got.bufs[i].end(), [](float x) { return x == 0.f; }));
+    expect_same(got, shards(cfg, tp, &model), "tp " + std::to_string(tp));
+    // wte is [64 tp, 16] now; every rank but 0 holds only rows past the saved 64: zeros.
+    for (size_t i = 0; i < got.tensors.size(); i++) {
+      if (got.tensors[i].name != "model/wte" || got.tensors[i].box.offset[0] < 64) continue;
+      for (float x : got.bufs[i]) ASSERT_EQ(x, 0.f) << "wte of tp " << tp;
+    }
   }
 }
 
-TEST_F(Checkpoint, WiderSavedLayoutLoadsWholeAndIntoTp4) {
-  ShardSet tp2 = shards_of(cfg, &model, 2, /*once=*/true);
-  ASSERT_TRUE(save(tp2.tensors, 3));
-  const proto::Manifest saved = read_manifest(manifest(3));
-  EXPECT_EQ(saved.tensors(0).name(), "model/wte");
-  EXPECT_EQ(saved.tensors(0).global_shape(0), 128);
-  EXPECT_EQ(saved.tensors(0).chunks_size(), 2);
-  FullModel back(cfg, 99);
-  ASSERT_TRUE(load_latest(back.tensors()).has_value());
-  for (size_t i = 0; i < model.data.size(); i++)
-    EXPECT_TRUE(same_bits(back.data[i].data(), model.data[i].data(), model.data[i].size()))
-        << model.layout.tensors()[i].name;
-  ShardSet tp4 = shards_of(cfg, nullptr, 4);
-  load_tensors(step_dir(3), saved, tp4.tensors);
-  expect_same(tp4, shards_of(cfg, &model, 4), "tp 2 -> tp 4");
+TEST_F(Checkpoint, MultiChunkTensorsLoadWholeAndIntoTp4) {
+  ASSERT_TRUE(save(model, 3));
+  proto::Manifest m = read_manifest(manifest(3));
+  split_chunk(m, step_dir(3), "model/wte", 20);
+  split_chunk(m, step_dir(3), "model/h.0.attn.qkv.weight", 1);
+  split_chunk(m, step_dir(3), "model/h.1.mlp.fc.weight", 37);
+  write_manifest(m, manifest(3));
+  Shards back = random_model(cfg, 99);
+  ASSERT_EQ(load_latest(back)->tensors(0).chunks_size(), 2);
+  expect_same(back, model, "tp 1");
+  Shards tp4 = shards(cfg, 4);
+  load_tensors(step_dir(3), m, tp4.tensors);
+  expect_same(tp4, shards(cfg, 4, &model), "tp 4");
 }
 
-TEST_F(Checkpoint, DirectoryLayoutKeepLastAndLeftovers) {
-  EXPECT_FALSE(load_latest(model.tensors()).has_value());  // nothing saved yet
-  for (int64_t s : {1, 2, 3}) ASSERT_TRUE(save(model.tensors(), s, /*keep_last=*/2));
+TEST_F(Checkpoint, DirectoryLayoutKeepLastLeftoversAndConfigMismatch) {
+  EXPECT_FALSE(load_latest(model).has_value());  // nothing saved yet
+  for (int64_t s : {1, 2, 3}) ASSERT_TRUE(save(model, s, /*keep_last=*/2));
   EXPECT_EQ(committed_checkpoints(dir()), (std::vector<std::string>{step_dir(3), step_dir(2)}));
-  ASSERT_TRUE(save(model.tensors(), 5));  // keep_last 0: keeps all
+  ASSERT_TRUE(save(model, 5));  // keep_last 0 keeps all
   EXPECT_EQ(committed_checkpoints(dir()),
             (std::vector<std::string>{step_dir(5), step_dir(3), step_dir(2)}));
   std::vector<std::string> files;
@@ -329,35 +327,31 @@ TEST_F(Checkpoint, DirectoryLayoutKeepLastAndLeftovers) {
   std::sort(files.begin(), files.end());
   EXPECT_EQ(files, (std::vector<std::string>{"manifest.pb", "shard-r00000.bin"}));
   for (const auto& e : fs::recursive_directory_iterator(dir()))
-    EXPECT_NE(e.path().extension(), ".tmp") << e.path();
+    EXPECT_NE(e.path().extension().string(), ".tmp") << e.path().string();
   EXPECT_EQ(resolve_checkpoint(dir()), step_dir(5));
   EXPECT_EQ(resolve_checkpoint(step_dir(2)), step_dir(2));
   EXPECT_TRUE(contains(input_error_of([&] { resolve_checkpoint(tmp.file("none")); }), "none"));
+
+  // Another model's checkpoint is an error naming its manifest, not a reason to fall back.
+  ModelConfig other = cfg;
+  other.n_layer = 3;
+  const std::string msg = input_error_of([&] { load_latest(model, &other); });
+  EXPECT_TRUE(contains(msg, manifest(5))) << msg;
 
   // A crashed save's temporary goes at the next prepare(); nothing else does.
   fs::create_directories(dir() + "/step_00000009.tmp");
   std::ofstream(dir() + "/step_00000009.tmp/shard-r00000.bin") << "partial";
   std::ofstream(dir() + "/notes.tmp") << "mine";
-  Checkpointer ck(dir(), 0, *world);
-  ck.prepare();
+  Checkpointer(dir(), 0, *world).prepare();
   EXPECT_FALSE(fs::exists(dir() + "/step_00000009.tmp"));
   EXPECT_TRUE(fs::exists(dir() + "/notes.tmp"));
   EXPECT_EQ(committed_checkpoints(dir()).size(), 3u);
 }
 
-TEST_F(Checkpoint, AnotherModelConfigIsAnErrorNamingTheManifest) {
-  ASSERT_TRUE(save(model.tensors(), 5));
-  ModelConfig other = cfg;
-  other.n_layer = 3;
-  Checkpointer ck(dir(), 0, *world);
-  const std::string msg = input_error_of([&] { ck.load_latest(model.tensors(), other); });
-  EXPECT_TRUE(contains(msg, manifest(5))) << msg;
-}
-
 TEST_F(Checkpoint, DamagedShardIsReportedAndTheOneBeforeLoads) {
-  FullModel older(cfg, 1);
-  ASSERT_TRUE(save(older.tensors(), 1));
-  ASSERT_TRUE(save(model.tensors(), 2));
+  Shards older = random_model(cfg, 1);
+  ASSERT_TRUE(save(older, 1));
+  ASSERT_TRUE(save(model, 2));
   const proto::Manifest m = read_manifest(manifest(2));
   EXPECT_TRUE(verify_checkpoint(step_dir(2), m).empty());
   std::mt19937 rng(4);
@@ -373,23 +367,22 @@ TEST_F(Checkpoint, DamagedShardIsReportedAndTheOneBeforeLoads) {
     ASSERT_EQ(problems.size(), 1u) << "byte " << at;
     EXPECT_TRUE(contains(problems[0], shard(2)) && contains(problems[0], "'" + victim + "'"))
         << problems[0];
-    FullModel into(cfg, 99);
-    EXPECT_TRUE(contains(input_error_of([&] { load_tensors(step_dir(2), m, into.tensors()); }),
+    Shards into = shards(cfg, 1);
+    EXPECT_TRUE(contains(input_error_of([&] { load_tensors(step_dir(2), m, into.tensors); }),
                          victim));
     flip_bit(shard(2), at, bit);
   }
   EXPECT_TRUE(verify_checkpoint(step_dir(2), m).empty());
   flip_bit(shard(2), size / 2, 3);
-  FullModel back(cfg, 99);
-  const auto loaded = load_latest(back.tensors());
+  Shards back = shards(cfg, 1);
+  const auto loaded = load_latest(back);
   ASSERT_TRUE(loaded.has_value());
   EXPECT_EQ(loaded->step(), 1);
-  for (size_t i = 0; i < older.data.size(); i++)
-    EXPECT_TRUE(same_bits(back.data[i].data(), older.data[i].data(), older.data[i].size()));
+  expect_same(back, older, "fallback to step 1");
 }
 
 TEST_F(Checkpoint, DamagedManifestIsRejectedNamingTheFile) {
-  ASSERT_TRUE(save(model.tensors(), 1));
+  ASSERT_TRUE(save(model, 1));
   const std::string copy = tmp.file("manifest-copy.pb");
   const uint64_t size = fs::file_size(manifest(1));
   std::mt19937 rng(5);
@@ -406,82 +399,122 @@ TEST_F(Checkpoint, DamagedManifestIsRejectedNamingTheFile) {
 }
 
 TEST_F(Checkpoint, TruncatedExtendedAndMissingShards) {
-  ASSERT_TRUE(save(model.tensors(), 1));
+  ASSERT_TRUE(save(model, 1));
   const proto::Manifest m = read_manifest(manifest(1));
   const uint64_t size = fs::file_size(shard(1));
-  auto problem = [&] {
+  auto expect_problem = [&](const std::string& word) {
     const auto p = verify_checkpoint(step_dir(1), m);
-    EXPECT_EQ(p.size(), 1u);
-    EXPECT_TRUE(p.empty() || contains(p[0], shard(1))) << (p.empty() ? "" : p[0]);
-    return p.empty() ? std::string() : p[0];
+    ASSERT_EQ(p.size(), 1u) << word;
+    EXPECT_TRUE(contains(p[0], shard(1)) && contains(p[0], word)) << p[0];
   };
   fs::resize_file(shard(1), size - 1);
-  EXPECT_TRUE(contains(problem(), "truncated"));
+  expect_problem("truncated");
   fs::resize_file(shard(1), size + 1);
-  EXPECT_TRUE(contains(problem(), "extra bytes"));
+  expect_problem("extra bytes");
   fs::remove(shard(1));
-  EXPECT_TRUE(contains(problem(), "missing"));
-  EXPECT_FALSE(load_latest(model.tensors()).has_value());  // no sound checkpoint left
+  expect_problem("missing");
+  EXPECT_FALSE(load_latest(model).has_value());  // no sound checkpoint left
 }
 
 // ---- untrusted manifests ------------------------------------------------------------------------
 
-// Starts from a valid manifest of a tp 2 save (sharded tensors have 2 chunks).
+// Starts from the valid manifest of a real save, with qkv of layer 0 split into 2 chunks.
 class ManifestValidation : public Checkpoint {
  protected:
   void SetUp() override {
-    ShardSet tp2 = shards_of(cfg, &model, 2, /*once=*/true);
-    ASSERT_TRUE(save(tp2.tensors, 1));
+    ASSERT_TRUE(save(model, 1));
     base = read_manifest(manifest(1));
+    split_chunk(base, step_dir(1), "model/h.0.attn.qkv.weight", 1);
   }
-  static proto::Tensor& named(proto::Manifest& m, const std::string& name) {
-    for (auto& t : *m.mutable_tensors())
-      if (t.name() == name) return t;
-    throw std::runtime_error("no tensor " + name);
-  }
-  // The InputError validate_manifest throws for the mutated manifest (it names "where").
-  std::string reject(const std::function<void(proto::Manifest&)>& mutate) {
+  // validate_manifest must throw an InputError naming the source and containing `word`.
+  void expect_rejected(const std::string& word, const std::function<void(proto::Manifest&)>& f) {
     proto::Manifest m = base;
-    mutate(m);
+    f(m);
     const std::string msg = input_error_of([&] { validate_manifest(m, "where"); });
-    EXPECT_TRUE(contains(msg, "where")) << msg;
-    return msg;
+    EXPECT_TRUE(contains(msg, "where: invalid manifest") && contains(msg, word)) << msg;
   }
   proto::Manifest base;
 };
 
+// Two boxes of one tensor held by one rank, a step past 10^8 (a wider directory name), a
+// shape that differs outside the padded dimension, and re-saving a committed step.
+TEST_F(Checkpoint, SeveralBoxesPerRankWideStepsShapeChecksAndResave) {
+  std::vector<float> a(8, 1.f), b(8, 2.f);
+  const std::vector<ShardedTensor> halves = {{"w", {4, 4}, {{0, 0}, {2, 4}}, a.data()},
+                                             {"w", {4, 4}, {{2, 0}, {2, 4}}, b.data()}};
+  Checkpointer ck(dir(), 0, *world);
+  ck.prepare();
+  proto::Manifest meta;
+  *meta.mutable_model() = to_proto(cfg);
+  for (int64_t step : {99999999LL, 100000000LL}) {
+    meta.set_step(step);
+    ASSERT_TRUE(ck.save(halves, meta, 1, 1)) << step;
+  }
+  const auto listed = committed_checkpoints(dir());
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(fs::path(listed[0]).filename(), "step_100000000");
+  const proto::Manifest m = read_manifest(listed[0] + "/manifest.pb");
+  ASSERT_EQ(m.tensors_size(), 1);
+  EXPECT_EQ(m.tensors(0).chunks_size(), 2);
+  std::vector<float> whole(16, 0.f);
+  load_tensors(listed[0], m, {{"w", {4, 4}, {{0, 0}, {4, 4}}, whole.data()}});
+  EXPECT_EQ(whole[0], 1.f);
+  EXPECT_EQ(whole[15], 2.f);
+  // Shapes must agree except along padded_dim.
+  std::vector<float> wide(20, 0.f);
+  EXPECT_THROW(load_tensors(listed[0], m, {{"w", {4, 5}, {{0, 0}, {4, 5}}, wide.data()}}), InputError);
+  EXPECT_NO_THROW(load_tensors(listed[0], m, {{"w", {5, 4}, {{0, 0}, {5, 4}}, wide.data(), 0}}));
+  EXPECT_EQ(wide[19], 0.f);  // the row the checkpoint lacks
+  // Re-saving a committed step replaces it (atomically) with the new contents.
+  a.assign(8, 3.f);
+  ASSERT_TRUE(ck.save(halves, meta, 1, 1));
+  load_tensors(listed[0], read_manifest(listed[0] + "/manifest.pb"),
+               {{"w", {4, 4}, {{0, 0}, {4, 4}}, whole.data()}});
+  EXPECT_EQ(whole[0], 3.f);
+  EXPECT_EQ(committed_checkpoints(dir()).size(), 2u);
+}
+
+proto::Tensor* named(proto::Manifest& m, const std::string& name) {
+  for (auto& t : *m.mutable_tensors())
+    if (t.name() == name) return &t;
+  throw std::runtime_error("no tensor " + name);
+}
+
 TEST_F(ManifestValidation, RejectsEachKindOfDamage) {
   EXPECT_NO_THROW(validate_manifest(base, "where"));
-  ASSERT_EQ(named(base, "model/h.0.attn.qkv.weight").chunks_size(), 2);
-  ASSERT_EQ(named(base, "model/wpe").chunks_size(), 1);
-  auto wpe = [&](proto::Manifest& m) { return named(m, "model/wpe").mutable_chunks(0); };
-  auto qkv = [&](proto::Manifest& m) { return &named(m, "model/h.0.attn.qkv.weight"); };
-
+  auto wpe = [](proto::Manifest& m) { return named(m, "model/wpe"); };  // [8, 16]: 64-byte rows
+  auto qkv = [](proto::Manifest& m) { return named(m, "model/h.0.attn.qkv.weight"); };
+  auto c0 = [&](proto::Manifest& m) { return wpe(m)->mutable_chunks(0); };
+  ASSERT_EQ(wpe(base)->chunks_size(), 1);
+  ASSERT_EQ(qkv(base)->chunks_size(), 2);
   for (const char* f : {"../evil.bin", "/etc/passwd", "a/b.bin", "", "..", "."})
-    EXPECT_TRUE(contains(reject([&](auto& m) { wpe(m)->set_file(f); }), "not a plain file name"))
-        << "'" << f << "'";
-  const char* leaves = "leaves the global shape";
-  EXPECT_TRUE(contains(reject([&](auto& m) { wpe(m)->set_offset(1, 1); }), leaves));
-  EXPECT_TRUE(contains(reject([&](auto& m) { wpe(m)->set_offset(0, -1); }), leaves));
-  EXPECT_TRUE(contains(reject([&](auto& m) { wpe(m)->set_shape(0, 9); wpe(m)->set_byte_length(9 * 16 * 4); }), leaves));
-  EXPECT_TRUE(contains(reject([&](auto& m) { wpe(m)->set_byte_length(8 * 16 * 4 + 4); }), "byte_length"));
-  EXPECT_TRUE(contains(reject([&](auto& m) { *qkv(m)->add_chunks() = qkv(m)->chunks(0); }), "overlap"));
-  EXPECT_TRUE(contains(reject([&](auto& m) { qkv(m)->mutable_chunks(1)->set_offset(1, 7); }), "overlap"));
-  EXPECT_TRUE(contains(reject([&](auto& m) { qkv(m)->mutable_chunks()->RemoveLast(); }), "cover"));
-  EXPECT_TRUE(contains(reject([&](auto& m) { wpe(m)->set_shape(0, 7); wpe(m)->set_byte_length(7 * 16 * 4); }), "cover"));
-  EXPECT_TRUE(contains(reject([&](auto& m) { *m.add_tensors() = m.tensors(1); }), "appears twice"));
-  EXPECT_TRUE(contains(reject([&](auto& m) { named(m, "model/wpe").set_dtype(proto::DTYPE_UNSPECIFIED); }), "dtype"));
-  EXPECT_TRUE(contains(reject([&](auto& m) {
-    for (int d = 0; d < 7; d++) named(m, "model/wpe").add_global_shape(1);
-  }), "9 dimensions"));
-  EXPECT_TRUE(contains(reject([&](auto& m) {
-    named(m, "model/wpe").set_global_shape(0, int64_t(1) << 40);
-    named(m, "model/wpe").set_global_shape(1, int64_t(1) << 40);
-  }), "too large"));
-  EXPECT_TRUE(contains(reject([&](auto& m) { named(m, "model/wpe").set_global_shape(0, int64_t(1) << 41); }), "dimension of size"));
-  EXPECT_TRUE(contains(reject([](auto& m) { m.set_format_version(2); }), "format_version 2"));
-  EXPECT_TRUE(contains(reject([](auto& m) { m.mutable_saved_layout()->set_world(3); }), "layout world 3"));
-  EXPECT_TRUE(contains(reject([](auto& m) { m.clear_tensors(); }), "no tensors"));
+    expect_rejected("not a plain file name", [&](auto& m) { c0(m)->set_file(f); });
+  const std::string out = "leaves the global shape";
+  expect_rejected(out, [&](auto& m) { c0(m)->set_offset(1, 1); });
+  expect_rejected(out, [&](auto& m) { c0(m)->set_offset(0, -1); });
+  expect_rejected(out, [&](auto& m) { c0(m)->set_shape(0, 9); c0(m)->set_byte_length(9 * 64); });
+  expect_rejected("byte_length", [&](auto& m) { c0(m)->set_byte_length(8 * 64 + 4); });
+  expect_rejected("overlap", [&](auto& m) { *qkv(m)->add_chunks() = qkv(m)->chunks(0); });
+  expect_rejected("overlap", [&](auto& m) { qkv(m)->mutable_chunks(1)->set_offset(0, 1); });
+  expect_rejected("cover", [&](auto& m) { qkv(m)->mutable_chunks()->RemoveLast(); });
+  expect_rejected("cover", [&](auto& m) {
+    c0(m)->set_shape(0, 7);
+    c0(m)->set_byte_length(7 * 64);
+  });
+  expect_rejected("appears twice", [&](auto& m) { *m.add_tensors() = m.tensors(1); });
+  expect_rejected("dtype", [&](auto& m) { wpe(m)->set_dtype(proto::DTYPE_UNSPECIFIED); });
+  expect_rejected("9 dimensions", [&](auto& m) {
+    for (int d = 0; d < 7; d++) wpe(m)->add_global_shape(1);
+  });
+  expect_rejected("too large", [&](auto& m) {
+    wpe(m)->set_global_shape(0, int64_t(1) << 40);
+    wpe(m)->set_global_shape(1, int64_t(1) << 40);
+  });
+  expect_rejected("dimension of size",
+                  [&](auto& m) { wpe(m)->set_global_shape(0, int64_t(1) << 41); });
+  expect_rejected("format_version 2", [](auto& m) { m.set_format_version(2); });
+  expect_rejected("layout world 3", [](auto& m) { m.mutable_saved_layout()->set_world(3); });
+  expect_rejected("no tensors", [](auto& m) { m.clear_tensors(); });
 
   // read_manifest validates too: a well-framed file with an overlap is rejected, naming it.
   proto::Manifest bad = base;
