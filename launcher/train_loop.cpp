@@ -297,8 +297,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     float loss = 0;
     for (int k = 0; k < accum; k++) {
       train_loader.batch((uint64_t)step, G, first_seq + k * M, M, inputs.data(), targets.data());
-      loss += model.forward(inputs.data(), targets.data(), M, T);
-      model.backward(1.f / (float)accum);
+      loss += model.forward_backward(inputs.data(), targets.data(), M, T, 1.f / (float)accum);
     }
     loss /= accum;
     grad_sync.all_reduce_mean(model.grads(), model.num_params());

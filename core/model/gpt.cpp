@@ -204,9 +204,9 @@ void GPT::reduce_tp(float* buf, size_t n, const char* what) {
 
 size_t GPT::activation_bytes(const ModelConfig& cfg, int B, int T) {
   const size_t N = (size_t)B * T, C = cfg.n_embd, H = cfg.n_head;
-  const size_t per_layer = N * C * 8 + N * 4 + N * 3 * C + B * H * (size_t)T * T + N * 4 * C * 2;
+  const size_t per_layer = N * C * 8 + N * 4 + N * 3 * C + B * H * (size_t)T + N * 4 * C * 2;
   const size_t total = N * C + cfg.n_layer * per_layer + N * C + 2 * N +
-                       N * (size_t)cfg.padded_vocab() + N +
+                       (size_t)classifier_chunk_rows(cfg, (int)N) * cfg.padded_vocab() + N +
                        /*scratch*/ N * C * 3 + N * 3 * C + N * 4 * C + 2 * N;
   return total * sizeof(float);
 }
@@ -215,7 +215,7 @@ void GPT::ensure_acts(int B, int T) {
   // Local (per TP rank) widths: heads, channels of those heads, MLP hidden, vocabulary shard.
   const size_t N = (size_t)B * T, C = cfg_.n_embd, Cl = C / tp_size_, Hl = cfg_.n_head / tp_size_;
   const size_t Fl = 4 * C / tp_size_, Vl = (size_t)cfg_.padded_vocab(tp_size_) / tp_size_;
-  const size_t att = (size_t)B * Hl * T * T;
+  const size_t att = (size_t)B * Hl * T;  // attention log-sum-exp rows
   if (N <= acts_.cap_rows && att <= acts_.cap_att) {  // every buffer is flat: just re-stride
     acts_.B = B;
     acts_.T = T;
@@ -232,15 +232,16 @@ void GPT::ensure_acts(int B, int T) {
   a.layers.resize(cfg_.n_layer);
   for (auto& l : a.layers) {
     l.ln1.resize(rows * C), l.ln1_mean.resize(rows), l.ln1_rstd.resize(rows);
-    l.qkv.resize(rows * 3 * Cl), l.att.resize(att_cap), l.atty.resize(rows * Cl);
+    l.qkv.resize(rows * 3 * Cl), l.lse.resize(att_cap), l.atty.resize(rows * Cl);
     l.attproj.resize(rows * C), l.x_mid.resize(rows * C);
     l.ln2.resize(rows * C), l.ln2_mean.resize(rows), l.ln2_rstd.resize(rows);
     l.fch.resize(rows * Fl), l.fch_gelu.resize(rows * Fl), l.fcproj.resize(rows * C);
     l.x_out.resize(rows * C);
   }
   a.lnf.resize(rows * C), a.lnf_mean.resize(rows), a.lnf_rstd.resize(rows);
-  a.logits.resize(rows * Vl), a.losses.resize(rows);
-  a.ce_max.resize(rows), a.ce_sums.resize(2 * rows);
+  const size_t chunk = (size_t)classifier_chunk_rows(cfg_, (int)rows, tp_size_);
+  a.logits.resize(chunk * Vl), a.losses.resize(rows);
+  a.ce_max.resize(rows), a.ce_sums.resize(2 * chunk);
   a.dres.resize(rows * C), a.dbranch.resize(rows * Cl), a.dqkv.resize(rows * 3 * Cl);
   a.dfch.resize(rows * Fl), a.dln.resize(rows * C);
   a.inputs.resize(rows), a.targets.resize(rows);
@@ -251,12 +252,24 @@ void GPT::ensure_acts(int B, int T) {
 // Forward
 
 float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
+  forward_trunk(inputs, targets, B, T);
+  Acts& a = acts_;
+  const int N = B * T, C = cfg_.n_embd, Vl = cfg_.padded_vocab(tp_size_) / tp_size_;
+  if (!targets) {  // sampling / inspection: every logit, [B,T,Vl]
+    if (a.logits.size() < (size_t)N * Vl) a.logits.resize((size_t)N * Vl);
+    cpu::matmul_forward(a.logits.data(), a.lnf.data(), w_.wte, nullptr, N, C, Vl);
+    return 0.f;
+  }
+  return classifier(0.f, /*grad=*/false);
+}
+
+// Embedding, the blocks and ln_f: everything before the LM head.
+void GPT::forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T) {
   CR_CHECK(B > 0 && T > 0 && T <= cfg_.block_size, "B={} T={} block_size={}", B, T,
            cfg_.block_size);
   const int C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
   const int Cl = C / P, Hl = cfg_.n_head / P, Fl = 4 * C / P;
   const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
-  const int n_valid = std::clamp(V - v0, 0, Vl);  // real vocabulary columns in this shard
   const int N = B * T;
   for (int i = 0; i < N; i++) {
     CR_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token {} outside vocabulary {}", inputs[i], V);
@@ -283,7 +296,7 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
     cpu::layernorm_forward(la.ln1.data(), la.ln1_mean.data(), la.ln1_rstd.data(), x, w.ln1w,
                            w.ln1b, N, C, cfg_.ln_eps());
     cpu::matmul_forward(la.qkv.data(), la.ln1.data(), w.qkvw, w.qkvb, N, C, 3 * Cl);
-    cpu::attention_forward(la.atty.data(), la.att.data(), la.qkv.data(), B, T, Cl, Hl);
+    cpu::attention_forward(la.atty.data(), la.lse.data(), la.qkv.data(), B, T, Cl, Hl);
     cpu::matmul_forward(la.attproj.data(), la.atty.data(), w.attprojw, row_bias(w.attprojb), N,
                         Cl, C);
     reduce_tp(la.attproj.data(), (size_t)N * C, "attn.proj.fwd");
@@ -300,22 +313,62 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
   }
   cpu::layernorm_forward(a.lnf.data(), a.lnf_mean.data(), a.lnf_rstd.data(), x, w_.lnfw,
                          w_.lnfb, N, C, cfg_.ln_eps());
-  cpu::matmul_forward(a.logits.data(), a.lnf.data(), w_.wte, nullptr, N, C, Vl);
-  if (!targets) return 0.f;
+}
 
-  // Vocab-parallel cross-entropy: loss = log(sum exp(l - m)) + m - l_target.
-  float* mx = a.ce_max.data();
-  float* sums = a.ce_sums.data();
-  cpu::crossentropy_row_max(mx, a.logits.data(), N, Vl, n_valid);
-  if (P > 1) tp_->all_reduce_max(mx, N, "loss.max");
-  cpu::crossentropy_row_sums(sums, a.logits.data(), mx, targets, N, Vl, v0, n_valid);
-  reduce_tp(sums, 2 * (size_t)N, "loss.sums");
+int GPT::classifier_chunk_rows(const ModelConfig& cfg, int N, int tp) {
+  // Rows of logits per chunk: at most kClassifierChunkBytes, in equal chunks.
+  const size_t Vl = (size_t)cfg.padded_vocab(tp) / tp;
+  const size_t max_rows = std::max<size_t>(1, kClassifierChunkBytes / (Vl * sizeof(float)));
+  const size_t chunks = ((size_t)N + max_rows - 1) / max_rows;
+  return (int)(((size_t)N + chunks - 1) / chunks);
+}
+
+// The LM head and the loss, in chunks of rows so the [B*T, V] logits never exist at once. Per
+// chunk: logits = ln_f(x) wte^T; the vocab-parallel cross-entropy (all-reduce(max) and
+// all-reduce(sum) of row statistics); with grad, dlogits overwrite the logits in place and give
+// this chunk's rows of d ln_f(x) = dlogits wte (summed over TP shards later, in backward) and
+// its share of dwte += dlogits^T ln_f(x). Returns the mean loss.
+float GPT::classifier(float loss_scale, bool grad) {
+  Acts& a = acts_;
+  const int N = a.B * a.T, C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
+  const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
+  const int n_valid = std::clamp(V - v0, 0, Vl);  // real vocabulary columns in this shard
+  const int R = chunk_rows_override_ > 0 ? std::min(chunk_rows_override_, N)
+                                         : classifier_chunk_rows(cfg_, N, P);
+  if (a.logits.size() < (size_t)R * Vl) a.logits.resize((size_t)R * Vl);
   double total = 0.0;
-  for (int i = 0; i < N; i++) {
-    a.losses[i] = (float)(std::log((double)sums[i]) + ((double)mx[i] - (double)sums[N + i]));
-    total += a.losses[i];
+  for (int r0 = 0; r0 < N; r0 += R) {
+    const int n = std::min(R, N - r0);
+    float* logits = a.logits.data();
+    float* mx = a.ce_max.data() + r0;
+    float* sums = a.ce_sums.data();  // [n] sum exp, then [n] target logit
+    const int32_t* tgt = a.targets.data() + r0;
+    const float* lnf = a.lnf.data() + (size_t)r0 * C;
+    cpu::matmul_forward(logits, lnf, w_.wte, nullptr, n, C, Vl);
+    // loss = log(sum exp(l - m)) + m - l_target
+    cpu::crossentropy_row_max(mx, logits, n, Vl, n_valid);
+    if (P > 1) tp_->all_reduce_max(mx, n, "loss.max");
+    cpu::crossentropy_row_sums(sums, logits, mx, tgt, n, Vl, v0, n_valid);
+    reduce_tp(sums, 2 * (size_t)n, "loss.sums");
+    for (int i = 0; i < n; i++) {
+      a.losses[r0 + i] = (float)(std::log((double)sums[i]) + ((double)mx[i] - (double)sums[n + i]));
+      total += a.losses[r0 + i];
+    }
+    if (!grad) continue;
+    cpu::crossentropy_backward(logits, logits, mx, sums, tgt, n, Vl, v0, n_valid, loss_scale / N);
+    cpu::matmul_backward(a.dln.data() + (size_t)r0 * C, g_.wte, nullptr, logits, lnf, w_.wte, n, C,
+                         Vl);
   }
   return (float)(total / N);
+}
+
+float GPT::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                            float loss_scale) {
+  CR_CHECK(targets != nullptr, "forward_backward needs targets");
+  forward_trunk(inputs, targets, B, T);
+  const float loss = classifier(loss_scale, /*grad=*/true);
+  backward_trunk();
+  return loss;
 }
 
 // ----------------------------------------------------------------------------
@@ -323,22 +376,23 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
 // updated in place: each LayerNorm backward adds its branch's contribution to it.
 
 void GPT::backward(float loss_scale) {
+  CR_CHECK(acts_.B > 0 && acts_.has_targets, "backward() needs a forward() with targets before it");
+  classifier(loss_scale, /*grad=*/true);  // recomputes the logits: forward_backward() does not
+  backward_trunk();
+}
+
+void GPT::backward_trunk() {
   Acts& a = acts_;
-  CR_CHECK(a.B > 0 && a.has_targets, "backward() needs a forward() with targets before it");
-  // The logits buffer becomes dlogits below: a second backward() needs a fresh forward().
+  // The activations are consumed (the logits buffer holds dlogits): a second backward needs a
+  // fresh forward.
   a.has_targets = false;
   const int B = a.B, T = a.T, N = B * T;
-  const int C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
+  const int C = cfg_.n_embd, P = tp_size_;
   const int Cl = C / P, Hl = cfg_.n_head / P, Fl = 4 * C / P;
   const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
-  const int n_valid = std::clamp(V - v0, 0, Vl);
 
-  // dlogits overwrite the logits in place. The LM head is column-parallel over the vocabulary:
-  // its input gradient is a sum over shards.
-  float* dlogits = a.logits.data();
-  cpu::crossentropy_backward(dlogits, a.logits.data(), a.ce_max.data(), a.ce_sums.data(),
-                             a.targets.data(), N, Vl, v0, n_valid, loss_scale / N);
-  cpu::matmul_backward(a.dln.data(), g_.wte, nullptr, dlogits, a.lnf.data(), w_.wte, N, C, Vl);
+  // The LM head is column-parallel over the vocabulary: its input gradient (from classifier())
+  // is a sum over shards.
   reduce_tp(a.dln.data(), (size_t)N * C, "lm_head.bwd");
   const float* x_last = a.layers.back().x_out.data();
   a.dres.zero();
@@ -361,8 +415,8 @@ void GPT::backward(float loss_scale) {
     // Attention branch: x_mid = x_in + proj(attn(qkv(ln_1(x_in))))
     cpu::matmul_backward(a.dbranch.data(), g.attprojw, g.attprojb, a.dres.data(),
                          la.atty.data(), w.attprojw, N, Cl, C);
-    cpu::attention_backward(a.dqkv.data(), a.dbranch.data(), la.qkv.data(), la.att.data(), B, T,
-                            Cl, Hl);
+    cpu::attention_backward(a.dqkv.data(), a.dbranch.data(), la.qkv.data(), la.atty.data(),
+                            la.lse.data(), B, T, Cl, Hl);
     cpu::matmul_backward(a.dln.data(), g.qkvw, g.qkvb, a.dqkv.data(), la.ln1.data(), w.qkvw, N,
                          C, 3 * Cl);
     reduce_tp(a.dln.data(), (size_t)N * C, "attn.qkv.bwd");

@@ -100,10 +100,19 @@ class GPT {
   int tp_rank() const { return tp_rank_; }
   int tp_size() const { return tp_size_; }
 
-  // Runs the model on inputs [B,T]. With targets, returns the mean loss in nats and keeps the
-  // activations for backward(); without, returns 0 and leaves logits() for sampling/eval.
+  // Training: forward, loss and backward in one pass, accumulating d(loss_scale * mean loss)/
+  // d(params) into grads(). The LM head runs in chunks of rows (classifier_chunk_rows), each
+  // turned into its gradient while it is hot, so the [B*T, V] logits never exist at once.
+  // Returns the mean loss in nats.
+  float forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                         float loss_scale);
+  // Runs the model on inputs [B,T]. With targets, returns the mean loss in nats (losses() per
+  // position) and keeps the activations for backward(); without, returns 0 and leaves every
+  // logit in logits() for sampling.
   float forward(const int32_t* inputs, const int32_t* targets, int B, int T);
-  // Accumulates d(loss_scale * mean loss)/d(params) into grads(). Call after forward().
+  // Accumulates d(loss_scale * mean loss)/d(params) into grads(). Call after forward() with
+  // targets. Recomputes the logits chunk by chunk (one more LM-head GEMM than forward_backward);
+  // the gradients are bit-identical to forward_backward's.
   void backward(float loss_scale);
 
   const ModelConfig& config() const { return cfg_; }
@@ -113,15 +122,21 @@ class GPT {
   const float* params() const { return params_.data(); }
   size_t num_params() const { return layout_.total(); }
   void zero_grad() { grads_.zero(); }
-  const float* logits() const { return acts_.logits.data(); }  // [B,T,Vp/tp]
+  // [B,T,Vp/tp] after forward() without targets; with targets, the last classifier chunk.
+  const float* logits() const { return acts_.logits.data(); }
   const float* losses() const { return acts_.losses.data(); }  // [B,T]
 
   // Bytes of activation memory for a micro-batch of B x T (what forward() allocates).
   static size_t activation_bytes(const ModelConfig& cfg, int B, int T);
+  // Rows of logits the classifier computes at a time: at most kClassifierChunkBytes of them.
+  static constexpr size_t kClassifierChunkBytes = size_t(128) << 20;
+  static int classifier_chunk_rows(const ModelConfig& cfg, int N, int tp = 1);
+  // Tests: force chunks of `rows` rows (0: automatic), to reach the multi-chunk path on small models.
+  void set_classifier_chunk_rows(int rows) { chunk_rows_override_ = rows; }
 
  private:
   struct LayerActs {
-    Buffer<float> ln1, ln1_mean, ln1_rstd, qkv, att, atty, attproj, x_mid;
+    Buffer<float> ln1, ln1_mean, ln1_rstd, qkv, lse, atty, attproj, x_mid;
     Buffer<float> ln2, ln2_mean, ln2_rstd, fch, fch_gelu, fcproj, x_out;
   };
   struct Acts {
@@ -137,6 +152,9 @@ class GPT {
     Buffer<int32_t> inputs, targets;
   };
   void ensure_acts(int B, int T);
+  void forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T);
+  float classifier(float loss_scale, bool grad);
+  void backward_trunk();
 
   void reduce_tp(float* buf, size_t n, const char* what);
 
@@ -147,6 +165,7 @@ class GPT {
   Buffer<float> params_, grads_;
   Weights w_, g_;
   Acts acts_;
+  int chunk_rows_override_ = 0;
 };
 
 }  // namespace cr

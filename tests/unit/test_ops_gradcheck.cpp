@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/backend/cpu/ops.h"
+#include "core/backend/cpu/reference.h"
 #include "core/common/rng.h"
 
 namespace cr {
@@ -108,12 +109,12 @@ TEST(GradCheck, MatmulAccumulatesParameterGradients) {
   for (int i = 0; i < OC * C; i++) EXPECT_FLOAT_EQ(dw2[i], 2 * dw1[i]);
 }
 
-TEST(GradCheck, Attention) {
+TEST(GradCheck, AttentionReference) {
   const int B = 2, T = 5, C = 12, H = 3;
   auto qkv = randn(B * T * 3 * C, 15), R = randn(B * T * C, 16);
   std::vector<float> out(B * T * C), att(B * H * T * T);
   auto loss = [&] {
-    cpu::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, H);
+    cpu::ref::attention_forward(out.data(), att.data(), qkv.data(), B, T, C, H);
     return dot(out, R);
   };
   loss();
@@ -131,7 +132,22 @@ TEST(GradCheck, Attention) {
       EXPECT_NEAR(s, 1.0, 1e-6);
     }
   std::vector<float> dqkv(B * T * 3 * C);
-  cpu::attention_backward(dqkv.data(), R.data(), qkv.data(), att.data(), B, T, C, H);
+  cpu::ref::attention_backward(dqkv.data(), R.data(), qkv.data(), att.data(), B, T, C, H);
+  expect_grad("qkv", qkv, dqkv, loss);
+}
+
+// The flash-style attention, on a shape with a partial query block (T = 70 > kQ = 64).
+TEST(GradCheck, Attention) {
+  const int B = 1, T = 70, C = 6, H = 2;
+  auto qkv = randn(B * T * 3 * C, 25), R = randn(B * T * C, 26);
+  std::vector<float> out(B * T * C), lse(B * H * T);
+  auto loss = [&] {
+    cpu::attention_forward(out.data(), lse.data(), qkv.data(), B, T, C, H);
+    return dot(out, R);
+  };
+  loss();
+  std::vector<float> dqkv(B * T * 3 * C);
+  cpu::attention_backward(dqkv.data(), R.data(), qkv.data(), out.data(), lse.data(), B, T, C, H);
   expect_grad("qkv", qkv, dqkv, loss);
 }
 

@@ -1,92 +1,159 @@
-// Causal multi-head self-attention, materialising the [T,T] probabilities per head.
-// softmax(q k^T / sqrt(hs)) v with s <= t; the backward pass reuses the saved probabilities.
+// Causal multi-head self-attention, flash-style: the [T,T] probabilities never exist.
+//
+// Forward, per (batch, head) and per block of kQ queries: walk the keys in blocks of kK with an
+// online softmax -- keep each row's running max m and sum l, rescale the output accumulator by
+// exp(m_old - m_new) when the max grows -- so memory is O(kQ x kK) per thread whatever T is.
+// Every product is a block GEMM on the calling thread (S = Q K^T, O += P V; block_gemm.h, with K^T
+// packed once per head). The log-sum-exp of each
+// row, lse = m + log l, is all backward needs to rebuild P = exp(S - lse) block by block:
+//   dV += P^T dO,  dP = dO V^T,  dS = P * (dP - D) / sqrt(hs)  with D = rowsum(dO * O),
+//   dQ += dS K,    dK += dS^T Q.
+// One thread owns one (batch, head) at a time, so the sums run in a fixed order: deterministic.
+// The simple version that materialises the probabilities is cpu::ref::attention_* (the oracle).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
+#include "core/backend/cpu/block_gemm.h"
 #include "core/backend/cpu/ops.h"
+#include "core/backend/cpu/vec_math.h"
 
 namespace cr::cpu {
 
-void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int H) {
-  const int hs = C / H;
-  const size_t C3 = 3 * (size_t)C;
-  const float scale = 1.f / std::sqrt((float)hs);
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int b = 0; b < B; b++)
-    for (int h = 0; h < H; h++) {
-      const float* base = qkv + (size_t)b * T * C3;
-      for (int t = 0; t < T; t++) {
-        const float* q = base + t * C3 + h * hs;
-        float* p = att + (((size_t)b * H + h) * T + t) * T;
-        float mx = -INFINITY;
-        for (int s = 0; s <= t; s++) {
-          const float* k = base + s * C3 + C + h * hs;
-          float dot = 0.f;
-          for (int i = 0; i < hs; i++) dot += q[i] * k[i];
-          p[s] = dot * scale;
-          mx = std::max(mx, p[s]);
-        }
-        float sum = 0.f;
-        for (int s = 0; s <= t; s++) {
-          p[s] = std::exp(p[s] - mx);
-          sum += p[s];
-        }
-        float inv = 1.f / sum;
-        for (int s = 0; s <= t; s++) p[s] *= inv;
-        for (int s = t + 1; s < T; s++) p[s] = 0.f;
-        float* o = out + ((size_t)b * T + t) * C + h * hs;
-        for (int i = 0; i < hs; i++) o[i] = 0.f;
-        for (int s = 0; s <= t; s++) {
-          const float* v = base + s * C3 + 2 * C + h * hs;
-          for (int i = 0; i < hs; i++) o[i] += p[s] * v[i];
-        }
-      }
-    }
-}
+namespace {
 
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                        int B, int T, int C, int H) {
-  const int hs = C / H;
-  const size_t C3 = 3 * (size_t)C;
+constexpr int kQ = 64;   // query rows per block
+constexpr int kK = 256;  // keys per online-softmax step
+
+// The causal part of row t of a score block whose keys start at j0: columns [0, valid).
+inline int causal_cols(int t, int j0, int cols) { return std::clamp(t - j0 + 1, 0, cols); }
+
+}  // namespace
+
+void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int H) {
+  const int hs = C / H, ld = 3 * C;
   const float scale = 1.f / std::sqrt((float)hs);
-  std::memset(dqkv, 0, sizeof(float) * (size_t)B * T * C3);
 #pragma omp parallel
   {
-    std::vector<float> dp(T);
+    std::vector<float> S((size_t)kQ * kK), O((size_t)kQ * hs), m(kQ), l(kQ), Kt((size_t)hs * T);
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
       for (int h = 0; h < H; h++) {
-        // Each (b, h) touches only its own head's channels of dqkv: no races.
-        const float* base = qkv + (size_t)b * T * C3;
-        float* dbase = dqkv + (size_t)b * T * C3;
+        const float* q = qkv + (size_t)b * T * ld + h * hs;
+        const float* k = q + C;
+        const float* v = q + 2 * C;
+        pack_transpose(Kt.data(), k, T, hs, ld);  // [hs, T]
+        for (int i0 = 0; i0 < T; i0 += kQ) {
+          const int rows = std::min(kQ, T - i0), kv_end = i0 + rows;
+          std::fill(m.begin(), m.end(), -INFINITY);
+          std::fill(l.begin(), l.end(), 0.f);
+          std::fill(O.begin(), O.end(), 0.f);
+          for (int j0 = 0; j0 < kv_end; j0 += kK) {
+            const int cols = std::min(kK, kv_end - j0);
+            block_gemm(rows, cols, hs, scale, q + (size_t)i0 * ld, ld, Kt.data() + j0, T, S.data(),
+                       cols, false);
+            for (int r = 0; r < rows; r++) {
+              float* s = S.data() + (size_t)r * cols;
+              const int valid = causal_cols(i0 + r, j0, cols);
+              float mx = m[r];
+              for (int c = 0; c < valid; c++) mx = std::max(mx, s[c]);
+              float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+              for (int c = 0; c < valid; c++) {
+                s[c] = exp_approx(s[c] - mx);
+                sum += s[c];
+              }
+              std::fill(s + valid, s + cols, 0.f);
+              if (valid == 0) continue;
+              const float corr = m[r] == -INFINITY ? 0.f : exp_approx(m[r] - mx);
+              if (corr != 1.f)
+                for (int d = 0; d < hs; d++) O[(size_t)r * hs + d] *= corr;
+              l[r] = l[r] * corr + sum;
+              m[r] = mx;
+            }
+            block_gemm(rows, hs, cols, 1.f, S.data(), cols, v + (size_t)j0 * ld, ld, O.data(), hs,
+                       true);
+          }
+          for (int r = 0; r < rows; r++) {
+            const float inv = 1.f / l[r];
+            float* o = out + ((size_t)b * T + i0 + r) * C + h * hs;
+            for (int d = 0; d < hs; d++) o[d] = O[(size_t)r * hs + d] * inv;
+            lse[((size_t)b * H + h) * T + i0 + r] = m[r] + std::log(l[r]);
+          }
+        }
+      }
+  }
+}
+
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                        const float* lse, int B, int T, int C, int H) {
+  const int hs = C / H, ld = 3 * C;
+  const float scale = 1.f / std::sqrt((float)hs);
+#pragma omp parallel
+  {
+    std::vector<float> P((size_t)kQ * kK), dP((size_t)kQ * kK), D(T), dQ((size_t)kQ * hs);
+    std::vector<float> dK((size_t)T * hs), dV((size_t)T * hs), Kt((size_t)hs * T), Vt((size_t)hs * T);
+    std::vector<float> Pt((size_t)kK * kQ);
+#pragma omp for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+      for (int h = 0; h < H; h++) {
+        const float* q = qkv + (size_t)b * T * ld + h * hs;
+        const float* k = q + C;
+        const float* v = q + 2 * C;
+        const float* dO = dout + (size_t)b * T * C + h * hs;
+        const float* row_lse = lse + ((size_t)b * H + h) * T;
+        pack_transpose(Kt.data(), k, T, hs, ld);
+        pack_transpose(Vt.data(), v, T, hs, ld);
+        for (int t = 0; t < T; t++) {  // D = rowsum(dO * O)
+          const float* o = out + ((size_t)b * T + t) * C + h * hs;
+          float d = 0.f;
+          for (int i = 0; i < hs; i++) d += dO[(size_t)t * C + i] * o[i];
+          D[t] = d;
+        }
+        std::fill(dK.begin(), dK.end(), 0.f);
+        std::fill(dV.begin(), dV.end(), 0.f);
+        for (int i0 = 0; i0 < T; i0 += kQ) {
+          const int rows = std::min(kQ, T - i0), kv_end = i0 + rows;
+          std::fill(dQ.begin(), dQ.end(), 0.f);
+          for (int j0 = 0; j0 < kv_end; j0 += kK) {
+            const int cols = std::min(kK, kv_end - j0);
+            block_gemm(rows, cols, hs, scale, q + (size_t)i0 * ld, ld, Kt.data() + j0, T, P.data(),
+                       cols, false);
+            for (int r = 0; r < rows; r++) {
+              float* p = P.data() + (size_t)r * cols;
+              const int valid = causal_cols(i0 + r, j0, cols);
+              const float shift = row_lse[i0 + r];
+#pragma omp simd
+              for (int c = 0; c < valid; c++) p[c] = exp_approx(p[c] - shift);
+              std::fill(p + valid, p + cols, 0.f);
+            }
+            pack_transpose(Pt.data(), P.data(), rows, cols, cols);  // [cols, rows]
+            block_gemm(cols, hs, rows, 1.f, Pt.data(), rows, dO + (size_t)i0 * C, C,
+                       dV.data() + (size_t)j0 * hs, hs, true);
+            block_gemm(rows, cols, hs, 1.f, dO + (size_t)i0 * C, C, Vt.data() + j0, T, dP.data(),
+                       cols, false);
+            for (int r = 0; r < rows; r++) {  // dS, in place of dP
+              float* ds = dP.data() + (size_t)r * cols;
+              const float* p = P.data() + (size_t)r * cols;
+              const float d = D[i0 + r];
+#pragma omp simd
+              for (int c = 0; c < cols; c++) ds[c] = p[c] * (ds[c] - d) * scale;
+            }
+            block_gemm(rows, hs, cols, 1.f, dP.data(), cols, k + (size_t)j0 * ld, ld, dQ.data(), hs,
+                       true);
+            pack_transpose(Pt.data(), dP.data(), rows, cols, cols);  // dS^T
+            block_gemm(cols, hs, rows, 1.f, Pt.data(), rows, q + (size_t)i0 * ld, ld,
+                       dK.data() + (size_t)j0 * hs, hs, true);
+          }
+          float* dq = dqkv + ((size_t)b * T + i0) * ld + h * hs;
+          for (int r = 0; r < rows; r++)
+            std::memcpy(dq + (size_t)r * ld, dQ.data() + (size_t)r * hs, hs * sizeof(float));
+        }
+        float* dk = dqkv + (size_t)b * T * ld + C + h * hs;
         for (int t = 0; t < T; t++) {
-          const float* p = att + (((size_t)b * H + h) * T + t) * T;
-          const float* dy = dout + ((size_t)b * T + t) * C + h * hs;
-          float pdp = 0.f;
-          for (int s = 0; s <= t; s++) {
-            const float* v = base + s * C3 + 2 * C + h * hs;
-            float* dv = dbase + s * C3 + 2 * C + h * hs;
-            float d = 0.f;
-            for (int i = 0; i < hs; i++) {
-              d += dy[i] * v[i];
-              dv[i] += p[s] * dy[i];
-            }
-            dp[s] = d;
-            pdp += p[s] * d;
-          }
-          const float* q = base + t * C3 + h * hs;
-          float* dq = dbase + t * C3 + h * hs;
-          for (int s = 0; s <= t; s++) {
-            float ds = p[s] * (dp[s] - pdp) * scale;  // softmax backward, then the 1/sqrt(hs)
-            const float* k = base + s * C3 + C + h * hs;
-            float* dk = dbase + s * C3 + C + h * hs;
-            for (int i = 0; i < hs; i++) {
-              dq[i] += ds * k[i];
-              dk[i] += ds * q[i];
-            }
-          }
+          std::memcpy(dk + (size_t)t * ld, dK.data() + (size_t)t * hs, hs * sizeof(float));
+          std::memcpy(dk + (size_t)t * ld + C, dV.data() + (size_t)t * hs, hs * sizeof(float));
         }
       }
   }

@@ -40,13 +40,14 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int C, int OC);
 
-// Causal multi-head self-attention. qkv is [B,T,3C] laid out q|k|v, each split into H heads of
-// C/H contiguous channels. att [B,H,T,T] receives the softmax probabilities (upper triangle 0);
-// out is [B,T,C].
-void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int H);
+// Causal multi-head self-attention, softmax(q k^T / sqrt(hs)) v over s <= t. qkv is [B,T,3C]
+// laid out q|k|v, each split into H heads of C/H contiguous channels; out is [B,T,C]. Flash-style
+// (see attention.cpp): lse [B,H,T] receives each query's log-sum-exp of its scaled scores, which
+// is all backward needs besides q, k, v and out; no [T,T] matrix is stored.
+void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int H);
 // dqkv is overwritten.
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
-                        int B, int T, int C, int H);
+void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                        const float* lse, int B, int T, int C, int H);
 
 // GELU, tanh approximation (GPT-2's "gelu_new").
 void gelu_forward(float* out, const float* inp, size_t n);
