@@ -289,30 +289,38 @@ void GPT::forward_trunk(const int32_t* inputs, const int32_t* targets, int B, in
   reduce_tp(a.x0.data(), (size_t)N * C, "embedding.fwd");
   // Row-parallel layers add their (replicated) bias on rank 0 only, before the all-reduce.
   auto row_bias = [&](const float* b) { return tp_rank_ == 0 ? b : nullptr; };
+  // Each residual add is fused with the LayerNorm that reads the new stream: ln_2 after the
+  // attention branch, and ln_1 of the next block (ln_f after the last) after the MLP branch.
   const float* x = a.x0.data();
+  cpu::layernorm_forward(a.layers[0].ln1.data(), a.layers[0].ln1_mean.data(),
+                         a.layers[0].ln1_rstd.data(), x, w_.layers[0].ln1w, w_.layers[0].ln1b, N,
+                         C, cfg_.ln_eps());
   for (int l = 0; l < cfg_.n_layer; l++) {
     const LayerWeights& w = w_.layers[l];
     LayerActs& la = a.layers[l];
-    cpu::layernorm_forward(la.ln1.data(), la.ln1_mean.data(), la.ln1_rstd.data(), x, w.ln1w,
-                           w.ln1b, N, C, cfg_.ln_eps());
     cpu::matmul_forward(la.qkv.data(), la.ln1.data(), w.qkvw, w.qkvb, N, C, 3 * Cl);
     cpu::attention_forward(la.atty.data(), la.lse.data(), la.qkv.data(), B, T, Cl, Hl);
     cpu::matmul_forward(la.attproj.data(), la.atty.data(), w.attprojw, row_bias(w.attprojb), N,
                         Cl, C);
     reduce_tp(la.attproj.data(), (size_t)N * C, "attn.proj.fwd");
-    cpu::residual_forward(la.x_mid.data(), x, la.attproj.data(), (size_t)N * C);
-    cpu::layernorm_forward(la.ln2.data(), la.ln2_mean.data(), la.ln2_rstd.data(),
-                           la.x_mid.data(), w.ln2w, w.ln2b, N, C, cfg_.ln_eps());
+    cpu::residual_layernorm_forward(la.x_mid.data(), la.ln2.data(), la.ln2_mean.data(),
+                                    la.ln2_rstd.data(), x, la.attproj.data(), w.ln2w, w.ln2b, N, C,
+                                    cfg_.ln_eps());
     cpu::matmul_forward(la.fch.data(), la.ln2.data(), w.fcw, w.fcb, N, C, Fl);
     cpu::gelu_forward(la.fch_gelu.data(), la.fch.data(), (size_t)N * Fl);
     cpu::matmul_forward(la.fcproj.data(), la.fch_gelu.data(), w.fcprojw, row_bias(w.fcprojb), N,
                         Fl, C);
     reduce_tp(la.fcproj.data(), (size_t)N * C, "mlp.proj.fwd");
-    cpu::residual_forward(la.x_out.data(), la.x_mid.data(), la.fcproj.data(), (size_t)N * C);
+    const bool last = l + 1 == cfg_.n_layer;
+    LayerActs* next = last ? nullptr : &a.layers[l + 1];
+    cpu::residual_layernorm_forward(
+        la.x_out.data(), last ? a.lnf.data() : next->ln1.data(),
+        last ? a.lnf_mean.data() : next->ln1_mean.data(),
+        last ? a.lnf_rstd.data() : next->ln1_rstd.data(), la.x_mid.data(), la.fcproj.data(),
+        last ? w_.lnfw : w_.layers[l + 1].ln1w, last ? w_.lnfb : w_.layers[l + 1].ln1b, N, C,
+        cfg_.ln_eps());
     x = la.x_out.data();
   }
-  cpu::layernorm_forward(a.lnf.data(), a.lnf_mean.data(), a.lnf_rstd.data(), x, w_.lnfw,
-                         w_.lnfb, N, C, cfg_.ln_eps());
 }
 
 int GPT::classifier_chunk_rows(const ModelConfig& cfg, int N, int tp) {

@@ -1,6 +1,7 @@
 #include "core/optim/adamw.h"
 
 #include <cmath>
+#include <vector>
 
 #include "core/backend/cpu/ops.h"
 
@@ -11,11 +12,11 @@ AdamW::AdamW(const ParamLayout& layout, AdamWConfig cfg)
 
 void AdamW::step(float* params, const float* grads, float lr) {
   t_++;
-  for (const auto& t : layout_.tensors()) {
-    cpu::adamw_step(params + t.offset, grads + t.offset, m_.data() + t.offset,
-                    v_.data() + t.offset, t.numel, lr, cfg_.beta1, cfg_.beta2, cfg_.eps,
-                    t.decay ? cfg_.weight_decay : 0.f, t_);
-  }
+  std::vector<cpu::AdamWSegment> segs;
+  for (const auto& t : layout_.tensors())
+    segs.push_back({t.offset, t.numel, t.decay ? cfg_.weight_decay : 0.f});
+  cpu::adamw_step_segments(params, grads, m_.data(), v_.data(), segs.data(), segs.size(), lr,
+                           cfg_.beta1, cfg_.beta2, cfg_.eps, t_);
 }
 
 float lr_at(int step, int max_steps, int warmup, float lr, float min_lr) {

@@ -110,5 +110,38 @@ TEST(FastOps, GeluMatchesReference) {
   }
 }
 
+// The fused residual + LayerNorm equals the two ops in sequence, bit for bit.
+TEST(FastOps, ResidualLayerNormEqualsTheTwoOps) {
+  const int N = 13, C = 37;
+  auto a = randn(N * C, 1), b = randn(N * C, 2), w = randn(C, 3), bias = randn(C, 4);
+  std::vector<float> x(N * C), y(N * C), m(N), r(N), x2(N * C), y2(N * C), m2(N), r2(N);
+  cpu::residual_layernorm_forward(x.data(), y.data(), m.data(), r.data(), a.data(), b.data(),
+                                  w.data(), bias.data(), N, C, 1e-5f);
+  cpu::residual_forward(x2.data(), a.data(), b.data(), x2.size());
+  cpu::layernorm_forward(y2.data(), m2.data(), r2.data(), x2.data(), w.data(), bias.data(), N, C,
+                         1e-5f);
+  EXPECT_EQ(x, x2);
+  EXPECT_EQ(y, y2);
+  EXPECT_EQ(m, m2);
+  EXPECT_EQ(r, r2);
+}
+
+// One pass over segments equals one call per segment, bit for bit, decay applied per segment.
+TEST(FastOps, AdamWSegmentsEqualPerTensorSteps) {
+  const size_t n = 1000;
+  auto p = randn(n, 5), g = randn(n, 6), m = randn(n, 7, 0.1f), v = randn(n, 8, 0.1f);
+  for (auto& x : v) x = std::fabs(x);
+  auto p2 = p, m2 = m, v2 = v;
+  const std::vector<cpu::AdamWSegment> segs = {{0, 333, 0.1f}, {333, 1, 0.f}, {334, 666, 0.1f}};
+  cpu::adamw_step_segments(p.data(), g.data(), m.data(), v.data(), segs.data(), segs.size(), 1e-3f,
+                           0.9f, 0.95f, 1e-8f, 3);
+  for (const auto& s : segs)
+    cpu::adamw_step(p2.data() + s.offset, g.data() + s.offset, m2.data() + s.offset,
+                    v2.data() + s.offset, s.n, 1e-3f, 0.9f, 0.95f, 1e-8f, s.weight_decay, 3);
+  EXPECT_EQ(p, p2);
+  EXPECT_EQ(m, m2);
+  EXPECT_EQ(v, v2);
+}
+
 }  // namespace
 }  // namespace cr

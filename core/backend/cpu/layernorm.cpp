@@ -5,22 +5,43 @@
 
 namespace cr::cpu {
 
+namespace {
+
+// One row: two-pass variance (no cancellation when |mean| >> std).
+inline void normalize_row(float* o, float* mean, float* rstd, const float* x, const float* weight,
+                          const float* bias, int C, float eps) {
+  float m = 0.f;
+  for (int c = 0; c < C; c++) m += x[c];
+  m /= C;
+  float var = 0.f;
+  for (int c = 0; c < C; c++) var += (x[c] - m) * (x[c] - m);
+  var /= C;
+  const float s = 1.f / std::sqrt(var + eps);
+  for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+  *mean = m;
+  *rstd = s;
+}
+
+}  // namespace
+
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                        const float* weight, const float* bias, int N, int C, float eps) {
 #pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++)
+    normalize_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias, C,
+                  eps);
+}
+
+void residual_layernorm_forward(float* x, float* out, float* mean, float* rstd, const float* a,
+                                const float* b, const float* weight, const float* bias, int N,
+                                int C, float eps) {
+#pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++) {
-    const float* x = inp + (size_t)n * C;
-    float m = 0.f;
-    for (int c = 0; c < C; c++) m += x[c];
-    m /= C;
-    float var = 0.f;  // two-pass variance: no cancellation when |mean| >> std
-    for (int c = 0; c < C; c++) var += (x[c] - m) * (x[c] - m);
-    var /= C;
-    float s = 1.f / std::sqrt(var + eps);
-    float* o = out + (size_t)n * C;
-    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
-    mean[n] = m;
-    rstd[n] = s;
+    float* xr = x + (size_t)n * C;
+    const float* ar = a + (size_t)n * C;
+    const float* br = b + (size_t)n * C;
+    for (int c = 0; c < C; c++) xr[c] = ar[c] + br[c];
+    normalize_row(out + (size_t)n * C, mean + n, rstd + n, xr, weight, bias, C, eps);
   }
 }
 

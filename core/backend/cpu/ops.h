@@ -29,6 +29,11 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
 // out = (inp - mean) * rstd * weight + bias, per row of C; saves mean and rstd for backward.
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                        const float* weight, const float* bias, int N, int C, float eps);
+// The residual add fused with the LayerNorm that reads it: x = a + b (the new residual stream,
+// kept), out = layernorm(x). One pass over the rows instead of two.
+void residual_layernorm_forward(float* x, float* out, float* mean, float* rstd, const float* a,
+                                const float* b, const float* weight, const float* bias, int N,
+                                int C, float eps);
 void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int N, int C);
@@ -81,6 +86,15 @@ void crossentropy_backward(float* dlogits, const float* logits, const float* row
 // bias-corrected moments, eps added after the square root. step counts from 1.
 void adamw_step(float* params, const float* grads, float* m, float* v, size_t n, float lr,
                 float beta1, float beta2, float eps, float weight_decay, int step);
+// The same over many tensors of one flat buffer in a single parallel pass: segment k covers
+// [offset, offset + n) with its own weight decay.
+struct AdamWSegment {
+  size_t offset, n;
+  float weight_decay;
+};
+void adamw_step_segments(float* params, const float* grads, float* m, float* v,
+                         const AdamWSegment* segs, size_t nsegs, float lr, float beta1,
+                         float beta2, float eps, int step);
 
 // sum(x^2) accumulated in double, in a fixed order (deterministic for any thread count).
 double sum_squares(const float* x, size_t n);
