@@ -19,7 +19,7 @@ namespace {
 
 struct Field {
   const char* key;
-  std::variant<int*, int64_t*, float*, std::string*> target;
+  std::variant<int*, int64_t*, float*, std::string*, bool*> target;
   double min, max;  // inclusive range for numbers
   const char* expect;  // what a valid value looks like, for error messages
 };
@@ -46,6 +46,8 @@ std::vector<Field> schema(Config& c) {
       {"train.eps", &c.train.eps, 1e-30, 1, "a number in (0, 1]"},
       {"train.seed", &c.train.seed, 0, 9.2e18, "an integer >= 0"},
       {"train.init_from", &c.train.init_from, 0, 0, "a path to GPT-2 safetensors, or empty"},
+      {"train.recompute", &c.train.recompute, 0, 0,
+       "true or false (recompute GELU and LayerNorm outputs in backward)"},
       {"train.stop_after_step", &c.train.stop_after_step, 0, 1e9,
        "an integer >= 0 (0: run to train.max_steps)"},
       {"data.dir", &c.data.dir, 0, 0, "a directory made by `chainrule prepare`"},
@@ -109,6 +111,12 @@ void assign(const Field& f, const YAML::Node& n, const std::string& where) {
           if (!n.IsScalar() && !n.IsNull())
             CR_INPUT_ERROR("{}: {} is {}, expected {}", where, f.key, scalar_text(n), f.expect);
           *p = n.IsNull() ? "" : n.Scalar();
+        } else if constexpr (std::is_same_v<T, bool>) {
+          bool v = false;
+          if (!n.IsScalar() || !YAML::convert<bool>::decode(n, v))
+            CR_INPUT_ERROR("{}: {} = '{}' has the wrong type, expected {}", where, f.key,
+                           scalar_text(n), f.expect);
+          *p = v;
         } else if constexpr (std::is_same_v<T, float>) {
           *p = parse_float(n, f, where);
         } else {

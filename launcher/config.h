@@ -26,6 +26,7 @@ struct TrainSettings {
   float eps = 1e-8f;
   int64_t seed = 1337;
   std::string init_from;  // optional Hugging Face GPT-2 safetensors to start from
+  bool recompute = false;   // recompute GELU/LayerNorm outputs in backward (less memory)
   int stop_after_step = 0;  // stop (saving a checkpoint) after this step; the schedule still
                             // targets max_steps. 0: run to max_steps
 };

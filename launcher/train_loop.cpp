@@ -142,6 +142,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
 
   // ---- model and optimizer -----------------------------------------------------------------
   GPT model(mc, &tp_comm);
+  model.set_recompute(cfg.train.recompute);
   if (cfg.train.init_from.empty()) {
     model.init((uint64_t)cfg.train.seed);
   } else {
@@ -255,8 +256,16 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   log::info("data: {} train tokens ({} windows of {}), {} val tokens; {} tokens/step in {} micro-batches of {} x {}",
             human_count((double)train_split.tokens()), train_loader.num_windows(), T,
             human_count((double)val_split.tokens()), G * T, accum, M, T);
-  log::info("memory per rank: parameters + gradients + AdamW {:.1f} MB, activations {:.1f} MB (tp 1)",
-            4.0 * model.num_params() * 4 / 1e6, GPT::activation_bytes(mc, M, T) / 1e6);
+  {
+    const ActivationPlan plan = GPT::activation_plan(mc, M, T, grid.tp(), cfg.train.recompute);
+    const double p = model.num_params() * 4.0 / 1e6;
+    log::info("memory per rank: parameters {:.1f} MB + gradients {:.1f} MB + AdamW {:.1f} MB; "
+              "activations {:.1f} MB = {} layers x {:.1f} MB + classifier chunk {:.1f} MB + "
+              "other {:.1f} MB (micro-batch {} x {}, recompute {})",
+              p, p, 2 * p, plan.bytes() / 1e6, mc.n_layer, plan.per_layer * 4 / 1e6,
+              plan.classifier * 4 / 1e6, plan.other * 4 / 1e6, M, T,
+              cfg.train.recompute ? "on: GELU and LayerNorm outputs rebuilt in backward" : "off");
+  }
 
   auto validate = [&](int step, bool full) {
     const auto t0 = Clock::now();

@@ -202,13 +202,27 @@ void GPT::reduce_tp(float* buf, size_t n, const char* what) {
 // ----------------------------------------------------------------------------
 // Activations
 
+ActivationPlan GPT::activation_plan(const ModelConfig& cfg, int B, int T, int tp, bool recompute) {
+  // Floats, at this TP rank's widths; ensure_acts() allocates exactly this.
+  const size_t N = (size_t)B * T, C = cfg.n_embd, Cl = C / tp, Hl = cfg.n_head / tp;
+  const size_t Fl = 4 * C / tp, Vl = (size_t)cfg.padded_vocab(tp) / tp;
+  const size_t chunk = (size_t)classifier_chunk_rows(cfg, (int)N, tp);
+  ActivationPlan p;
+  p.recompute = recompute;
+  // ln_1 out, qkv, attention out + lse, x_mid, ln_2 out, fc out, gelu out, x_out, LN stats
+  p.per_layer = (recompute ? 0 : N * C) + N * 3 * Cl + N * Cl + B * Hl * (size_t)T + N * C +
+                (recompute ? 0 : N * C) + N * Fl + (recompute ? 0 : N * Fl) + N * C + 4 * N;
+  p.layers = p.per_layer * cfg.n_layer;
+  p.classifier = chunk * Vl + 2 * chunk + N;  // logits chunk, its row sums; row max of all rows
+  // x0, the shared branch output, ln_f + stats, losses, token ids (int32, counted as floats),
+  // the recompute buffers, and backward's scratch (dres, dbranch, dqkv, dfch, dln).
+  p.other = N * C + N * C + N * C + 2 * N + N + 2 * N + (recompute ? 2 * N * C + N * Fl : 0) +
+            N * C + N * Cl + N * 3 * Cl + N * Fl + N * C;
+  return p;
+}
+
 size_t GPT::activation_bytes(const ModelConfig& cfg, int B, int T) {
-  const size_t N = (size_t)B * T, C = cfg.n_embd, H = cfg.n_head;
-  const size_t per_layer = N * C * 8 + N * 4 + N * 3 * C + B * H * (size_t)T + N * 4 * C * 2;
-  const size_t total = N * C + cfg.n_layer * per_layer + N * C + 2 * N +
-                       (size_t)classifier_chunk_rows(cfg, (int)N) * cfg.padded_vocab() + N +
-                       /*scratch*/ N * C * 3 + N * 3 * C + N * 4 * C + 2 * N;
-  return total * sizeof(float);
+  return activation_plan(cfg, B, T, 1, false).bytes();
 }
 
 void GPT::ensure_acts(int B, int T) {
@@ -230,14 +244,17 @@ void GPT::ensure_acts(int B, int T) {
   a.cap_att = att_cap;
   a.x0.resize(rows * C);
   a.layers.resize(cfg_.n_layer);
+  const size_t saved_ln = recompute_ ? 0 : rows * C, saved_gelu = recompute_ ? 0 : rows * Fl;
   for (auto& l : a.layers) {
-    l.ln1.resize(rows * C), l.ln1_mean.resize(rows), l.ln1_rstd.resize(rows);
+    l.ln1.resize(saved_ln), l.ln1_mean.resize(rows), l.ln1_rstd.resize(rows);
     l.qkv.resize(rows * 3 * Cl), l.lse.resize(att_cap), l.atty.resize(rows * Cl);
-    l.attproj.resize(rows * C), l.x_mid.resize(rows * C);
-    l.ln2.resize(rows * C), l.ln2_mean.resize(rows), l.ln2_rstd.resize(rows);
-    l.fch.resize(rows * Fl), l.fch_gelu.resize(rows * Fl), l.fcproj.resize(rows * C);
+    l.x_mid.resize(rows * C);
+    l.ln2.resize(saved_ln), l.ln2_mean.resize(rows), l.ln2_rstd.resize(rows);
+    l.fch.resize(rows * Fl), l.fch_gelu.resize(saved_gelu);
     l.x_out.resize(rows * C);
   }
+  a.branch.resize(rows * C);
+  if (recompute_) a.rc_ln1.resize(rows * C), a.rc_ln2.resize(rows * C), a.rc_gelu.resize(rows * Fl);
   a.lnf.resize(rows * C), a.lnf_mean.resize(rows), a.lnf_rstd.resize(rows);
   const size_t chunk = (size_t)classifier_chunk_rows(cfg_, (int)rows, tp_size_);
   a.logits.resize(chunk * Vl), a.losses.resize(rows);
@@ -292,31 +309,29 @@ void GPT::forward_trunk(const int32_t* inputs, const int32_t* targets, int B, in
   // Each residual add is fused with the LayerNorm that reads the new stream: ln_2 after the
   // attention branch, and ln_1 of the next block (ln_f after the last) after the MLP branch.
   const float* x = a.x0.data();
-  cpu::layernorm_forward(a.layers[0].ln1.data(), a.layers[0].ln1_mean.data(),
-                         a.layers[0].ln1_rstd.data(), x, w_.layers[0].ln1w, w_.layers[0].ln1b, N,
-                         C, cfg_.ln_eps());
+  cpu::layernorm_forward(ln1_buf(0), a.layers[0].ln1_mean.data(), a.layers[0].ln1_rstd.data(), x,
+                         w_.layers[0].ln1w, w_.layers[0].ln1b, N, C, cfg_.ln_eps());
   for (int l = 0; l < cfg_.n_layer; l++) {
     const LayerWeights& w = w_.layers[l];
     LayerActs& la = a.layers[l];
-    cpu::matmul_forward(la.qkv.data(), la.ln1.data(), w.qkvw, w.qkvb, N, C, 3 * Cl);
+    cpu::matmul_forward(la.qkv.data(), ln1_buf(l), w.qkvw, w.qkvb, N, C, 3 * Cl);
     cpu::attention_forward(la.atty.data(), la.lse.data(), la.qkv.data(), B, T, Cl, Hl);
-    cpu::matmul_forward(la.attproj.data(), la.atty.data(), w.attprojw, row_bias(w.attprojb), N,
-                        Cl, C);
-    reduce_tp(la.attproj.data(), (size_t)N * C, "attn.proj.fwd");
-    cpu::residual_layernorm_forward(la.x_mid.data(), la.ln2.data(), la.ln2_mean.data(),
-                                    la.ln2_rstd.data(), x, la.attproj.data(), w.ln2w, w.ln2b, N, C,
+    cpu::matmul_forward(a.branch.data(), la.atty.data(), w.attprojw, row_bias(w.attprojb), N, Cl,
+                        C);
+    reduce_tp(a.branch.data(), (size_t)N * C, "attn.proj.fwd");
+    cpu::residual_layernorm_forward(la.x_mid.data(), ln2_buf(l), la.ln2_mean.data(),
+                                    la.ln2_rstd.data(), x, a.branch.data(), w.ln2w, w.ln2b, N, C,
                                     cfg_.ln_eps());
-    cpu::matmul_forward(la.fch.data(), la.ln2.data(), w.fcw, w.fcb, N, C, Fl);
-    cpu::gelu_forward(la.fch_gelu.data(), la.fch.data(), (size_t)N * Fl);
-    cpu::matmul_forward(la.fcproj.data(), la.fch_gelu.data(), w.fcprojw, row_bias(w.fcprojb), N,
-                        Fl, C);
-    reduce_tp(la.fcproj.data(), (size_t)N * C, "mlp.proj.fwd");
+    cpu::matmul_forward(la.fch.data(), ln2_buf(l), w.fcw, w.fcb, N, C, Fl);
+    cpu::gelu_forward(gelu_buf(l), la.fch.data(), (size_t)N * Fl);
+    cpu::matmul_forward(a.branch.data(), gelu_buf(l), w.fcprojw, row_bias(w.fcprojb), N, Fl, C);
+    reduce_tp(a.branch.data(), (size_t)N * C, "mlp.proj.fwd");
     const bool last = l + 1 == cfg_.n_layer;
     LayerActs* next = last ? nullptr : &a.layers[l + 1];
     cpu::residual_layernorm_forward(
-        la.x_out.data(), last ? a.lnf.data() : next->ln1.data(),
+        la.x_out.data(), last ? a.lnf.data() : ln1_buf(l + 1),
         last ? a.lnf_mean.data() : next->ln1_mean.data(),
-        last ? a.lnf_rstd.data() : next->ln1_rstd.data(), la.x_mid.data(), la.fcproj.data(),
+        last ? a.lnf_rstd.data() : next->ln1_rstd.data(), la.x_mid.data(), a.branch.data(),
         last ? w_.lnfw : w_.layers[l + 1].ln1w, last ? w_.lnfb : w_.layers[l + 1].ln1b, N, C,
         cfg_.ln_eps());
     x = la.x_out.data();
@@ -412,11 +427,16 @@ void GPT::backward_trunk() {
     const LayerWeights& g = g_.layers[l];
     LayerActs& la = a.layers[l];
     const float* x_in = l == 0 ? a.x0.data() : a.layers[l - 1].x_out.data();
-    // MLP branch: x_out = x_mid + proj(gelu(fc(ln_2(x_mid))))
-    cpu::matmul_backward(a.dfch.data(), g.fcprojw, g.fcprojb, a.dres.data(), la.fch_gelu.data(),
+    // MLP branch: x_out = x_mid + proj(gelu(fc(ln_2(x_mid)))). With recompute, the GELU and
+    // LayerNorm outputs are rebuilt here from what was kept (bit-identical to the forward's).
+    if (recompute_) cpu::gelu_forward(gelu_buf(l), la.fch.data(), (size_t)N * Fl);
+    cpu::matmul_backward(a.dfch.data(), g.fcprojw, g.fcprojb, a.dres.data(), gelu_buf(l),
                          w.fcprojw, N, Fl, C);
     cpu::gelu_backward(a.dfch.data(), la.fch.data(), a.dfch.data(), (size_t)N * Fl);
-    cpu::matmul_backward(a.dln.data(), g.fcw, g.fcb, a.dfch.data(), la.ln2.data(), w.fcw, N, C, Fl);
+    if (recompute_)
+      cpu::layernorm_apply(ln2_buf(l), la.x_mid.data(), la.ln2_mean.data(), la.ln2_rstd.data(),
+                           w.ln2w, w.ln2b, N, C);
+    cpu::matmul_backward(a.dln.data(), g.fcw, g.fcb, a.dfch.data(), ln2_buf(l), w.fcw, N, C, Fl);
     reduce_tp(a.dln.data(), (size_t)N * C, "mlp.fc.bwd");
     cpu::layernorm_backward(a.dres.data(), g.ln2w, g.ln2b, a.dln.data(), la.x_mid.data(), w.ln2w,
                             la.ln2_mean.data(), la.ln2_rstd.data(), N, C);
@@ -425,8 +445,11 @@ void GPT::backward_trunk() {
                          la.atty.data(), w.attprojw, N, Cl, C);
     cpu::attention_backward(a.dqkv.data(), a.dbranch.data(), la.qkv.data(), la.atty.data(),
                             la.lse.data(), B, T, Cl, Hl);
-    cpu::matmul_backward(a.dln.data(), g.qkvw, g.qkvb, a.dqkv.data(), la.ln1.data(), w.qkvw, N,
-                         C, 3 * Cl);
+    if (recompute_)
+      cpu::layernorm_apply(ln1_buf(l), x_in, la.ln1_mean.data(), la.ln1_rstd.data(), w.ln1w,
+                           w.ln1b, N, C);
+    cpu::matmul_backward(a.dln.data(), g.qkvw, g.qkvb, a.dqkv.data(), ln1_buf(l), w.qkvw, N, C,
+                         3 * Cl);
     reduce_tp(a.dln.data(), (size_t)N * C, "attn.qkv.bwd");
     cpu::layernorm_backward(a.dres.data(), g.ln1w, g.ln1b, a.dln.data(), x_in, w.ln1w,
                             la.ln1_mean.data(), la.ln1_rstd.data(), N, C);

@@ -84,6 +84,16 @@ struct Weights {
 };
 Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, float* base);
 
+// Activation memory of one micro-batch, in floats (bytes() in bytes).
+struct ActivationPlan {
+  bool recompute = false;
+  size_t per_layer = 0;   // kept for backward by each transformer block
+  size_t layers = 0;      // per_layer x n_layer
+  size_t classifier = 0;  // one chunk of logits and the loss's row statistics
+  size_t other = 0;       // embeddings, ln_f, shared and backward scratch
+  size_t bytes() const { return (layers + classifier + other) * sizeof(float); }
+};
+
 class GPT {
  public:
   // tp: the tensor-parallel group this rank's shard belongs to; null for the whole model.
@@ -126,8 +136,17 @@ class GPT {
   const float* logits() const { return acts_.logits.data(); }
   const float* losses() const { return acts_.losses.data(); }  // [B,T]
 
-  // Bytes of activation memory for a micro-batch of B x T (what forward() allocates).
+  // Activation memory for a micro-batch of B x T at tp (what forward() allocates), by part.
+  static ActivationPlan activation_plan(const ModelConfig& cfg, int B, int T, int tp = 1,
+                                        bool recompute = false);
   static size_t activation_bytes(const ModelConfig& cfg, int B, int T);
+  // Recompute the GELU and LayerNorm outputs in backward instead of keeping them: about 40% less
+  // activation memory for ~3% more arithmetic; results are bit-identical.
+  void set_recompute(bool on) {
+    if (on != recompute_) acts_ = Acts{};
+    recompute_ = on;
+  }
+  bool recompute() const { return recompute_; }
   // Rows of logits the classifier computes at a time: at most kClassifierChunkBytes of them.
   static constexpr size_t kClassifierChunkBytes = size_t(128) << 20;
   static int classifier_chunk_rows(const ModelConfig& cfg, int N, int tp = 1);
@@ -135,15 +154,19 @@ class GPT {
   void set_classifier_chunk_rows(int rows) { chunk_rows_override_ = rows; }
 
  private:
+  // What each layer keeps for backward. ln1, ln2 and fch_gelu are empty under recompute (the
+  // shared rc_* buffers hold the current layer's instead).
   struct LayerActs {
-    Buffer<float> ln1, ln1_mean, ln1_rstd, qkv, lse, atty, attproj, x_mid;
-    Buffer<float> ln2, ln2_mean, ln2_rstd, fch, fch_gelu, fcproj, x_out;
+    Buffer<float> ln1, ln1_mean, ln1_rstd, qkv, lse, atty, x_mid;
+    Buffer<float> ln2, ln2_mean, ln2_rstd, fch, fch_gelu, x_out;
   };
   struct Acts {
     int B = 0, T = 0;
     size_t cap_rows = 0, cap_att = 0;
     bool has_targets = false;  // forward() with targets ran and backward() has not consumed it  // allocated capacity: smaller batches reuse the buffers
-    Buffer<float> x0;  // embedding output = residual stream entering block 0
+    Buffer<float> x0;      // embedding output = residual stream entering block 0
+    Buffer<float> branch;  // a branch's output before the residual add (not needed by backward)
+    Buffer<float> rc_ln1, rc_ln2, rc_gelu;  // recompute: the current layer's LN / GELU outputs
     std::vector<LayerActs> layers;
     Buffer<float> lnf, lnf_mean, lnf_rstd, logits, losses;
     Buffer<float> ce_max, ce_sums;  // vocab-parallel cross-entropy row statistics
@@ -152,6 +175,9 @@ class GPT {
     Buffer<int32_t> inputs, targets;
   };
   void ensure_acts(int B, int T);
+  float* ln1_buf(int l) { return recompute_ ? acts_.rc_ln1.data() : acts_.layers[l].ln1.data(); }
+  float* ln2_buf(int l) { return recompute_ ? acts_.rc_ln2.data() : acts_.layers[l].ln2.data(); }
+  float* gelu_buf(int l) { return recompute_ ? acts_.rc_gelu.data() : acts_.layers[l].fch_gelu.data(); }
   void forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T);
   float classifier(float loss_scale, bool grad);
   void backward_trunk();
@@ -166,6 +192,7 @@ class GPT {
   Weights w_, g_;
   Acts acts_;
   int chunk_rows_override_ = 0;
+  bool recompute_ = false;
 };
 
 }  // namespace cr

@@ -70,6 +70,16 @@ EOF
   set_without_value)
     expect_error '--set train\.lr\b' 'KEY=VALUE' -- "$CR" train "$TINY" --set train.lr
     ;;
+  set_bad_bool)
+    expect_error "train\.recompute = 'maybe'" 'expected true or false' \
+      -- "$CR" train "$TINY" --set train.recompute=maybe
+    ;;
+  ckpt_missing_dir)
+    expect_error 'no-such-ckpt' 'no such checkpoint directory' -- "$CR" ckpt inspect no-such-ckpt
+    ;;
+  max_restarts_without_checkpoint)
+    expect_error '--max-restarts 2' 'no checkpoint\.dir' -- "$CR" launch --nproc 1 --max-restarts 2 "$TINY"
+    ;;
 
   # ---- data --------------------------------------------------------------------------------
   missing_data_dir)

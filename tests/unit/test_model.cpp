@@ -168,6 +168,28 @@ TEST(GPT, ForwardBackwardMatchesForwardThenBackwardAndChunking) {
   for (int i = 0; i < B * T; i++) EXPECT_NEAR(m3.losses()[i], m1.losses()[i], 1e-5);
 }
 
+// Recomputing the GELU and LayerNorm outputs in backward changes memory, not results.
+TEST(GPT, RecomputeIsBitIdenticalAndSmaller) {
+  const ModelConfig cfg = tiny_config();
+  const int B = 2, T = 16;
+  const Batch b = make_batch(B, T, cfg.vocab_size, 21);
+  GPT keep(cfg), rc(cfg);
+  keep.init(3);
+  rc.init(3);
+  rc.set_recompute(true);
+  for (int step = 0; step < 2; step++) {  // twice: the shared buffers are reused across calls
+    keep.zero_grad();
+    rc.zero_grad();
+    const float l1 = keep.forward_backward(b.in.data(), b.tgt.data(), B, T, 1.f);
+    const float l2 = rc.forward_backward(b.in.data(), b.tgt.data(), B, T, 1.f);
+    EXPECT_EQ(l1, l2);
+    EXPECT_EQ(std::memcmp(keep.grads(), rc.grads(), keep.num_params() * 4), 0);
+  }
+  const auto p0 = GPT::activation_plan(cfg, B, T, 1, false), p1 = GPT::activation_plan(cfg, B, T, 1, true);
+  EXPECT_LT(p1.per_layer, p0.per_layer * 0.7);
+  EXPECT_EQ(p1.per_layer + 2 * B * T * cfg.n_embd + B * T * 4 * cfg.n_embd, p0.per_layer);
+}
+
 TEST(GPT, LossAtInitIsNearLogV) {
   const ModelConfig cfg = tiny_config();
   const int B = 8, T = 16;

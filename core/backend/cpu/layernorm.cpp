@@ -32,6 +32,17 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                   eps);
 }
 
+void layernorm_apply(float* out, const float* inp, const float* mean, const float* rstd,
+                     const float* weight, const float* bias, int N, int C) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; n++) {
+    const float* x = inp + (size_t)n * C;
+    float* o = out + (size_t)n * C;
+    const float m = mean[n], s = rstd[n];
+    for (int c = 0; c < C; c++) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+  }
+}
+
 void residual_layernorm_forward(float* x, float* out, float* mean, float* rstd, const float* a,
                                 const float* b, const float* weight, const float* bias, int N,
                                 int C, float eps) {

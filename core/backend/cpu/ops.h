@@ -31,6 +31,10 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
                        const float* weight, const float* bias, int N, int C, float eps);
 // The residual add fused with the LayerNorm that reads it: x = a + b (the new residual stream,
 // kept), out = layernorm(x). One pass over the rows instead of two.
+// out = (inp - mean) * rstd * weight + bias with the mean and rstd a forward pass saved: rebuilds
+// that pass's output bit for bit (activation recompute).
+void layernorm_apply(float* out, const float* inp, const float* mean, const float* rstd,
+                     const float* weight, const float* bias, int N, int C);
 void residual_layernorm_forward(float* x, float* out, float* mean, float* rstd, const float* a,
                                 const float* b, const float* weight, const float* bias, int N,
                                 int C, float eps);
