@@ -2,6 +2,7 @@
 #include "core/model/gpt.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -362,6 +363,7 @@ float GPT::classifier(float loss_scale, bool grad) {
   double total = 0.0;
   for (int r0 = 0; r0 < N; r0 += R) {
     const int n = std::min(R, N - r0);
+    const auto tc = std::chrono::steady_clock::now();
     float* logits = a.logits.data();
     float* mx = a.ce_max.data() + r0;
     float* sums = a.ce_sums.data();  // [n] sum exp, then [n] target logit
@@ -378,6 +380,7 @@ float GPT::classifier(float loss_scale, bool grad) {
       total += a.losses[r0 + i];
     }
     if (!grad) continue;
+    timing_.forward += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
     cpu::crossentropy_backward(logits, logits, mx, sums, tgt, n, Vl, v0, n_valid, loss_scale / N);
     cpu::matmul_backward(a.dln.data() + (size_t)r0 * C, g_.wte, nullptr, logits, lnf, w_.wte, n, C,
                          Vl);
@@ -388,9 +391,14 @@ float GPT::classifier(float loss_scale, bool grad) {
 float GPT::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
                             float loss_scale) {
   CR_CHECK(targets != nullptr, "forward_backward needs targets");
+  const auto t0 = std::chrono::steady_clock::now();
+  timing_ = {};
   forward_trunk(inputs, targets, B, T);
-  const float loss = classifier(loss_scale, /*grad=*/true);
+  timing_.forward = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const float loss = classifier(loss_scale, /*grad=*/true);  // adds its forward part
   backward_trunk();
+  timing_.backward =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - timing_.forward;
   return loss;
 }
 

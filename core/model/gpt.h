@@ -150,6 +150,12 @@ class GPT {
   // Rows of logits the classifier computes at a time: at most kClassifierChunkBytes of them.
   static constexpr size_t kClassifierChunkBytes = size_t(128) << 20;
   static int classifier_chunk_rows(const ModelConfig& cfg, int N, int tp = 1);
+  // Where the last forward_backward() spent its time: the forward part (trunk, LM head, loss)
+  // and the backward part (dlogits and the LM head's gradients, then the trunk), in seconds.
+  struct PassTiming {
+    double forward = 0, backward = 0;
+  };
+  const PassTiming& last_timing() const { return timing_; }
   // Tests: force chunks of `rows` rows (0: automatic), to reach the multi-chunk path on small models.
   void set_classifier_chunk_rows(int rows) { chunk_rows_override_ = rows; }
 
@@ -192,6 +198,7 @@ class GPT {
   Weights w_, g_;
   Acts acts_;
   int chunk_rows_override_ = 0;
+  PassTiming timing_;
   bool recompute_ = false;
 };
 
