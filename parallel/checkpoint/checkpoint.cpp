@@ -451,11 +451,15 @@ bool Checkpointer::save(const std::vector<ShardedTensor>& tensors, proto::Manife
       fs::remove_all(tmp_dir, ec);
     }
     if (committed && keep_last_ > 0) {
-      const auto kept = committed_checkpoints(dir_);
-      for (size_t i = (size_t)keep_last_; i < kept.size(); i++) {
+      // Keep this one and the keep_last - 1 newest before it. Newer ones (damaged checkpoints
+      // the run fell back past) are not counted and not touched.
+      int kept = 1;
+      for (const auto& c : committed_checkpoints(dir_)) {
+        const int64_t s = std::stoll(fs::path(c).filename().string().substr(5));
+        if (s >= step || kept++ < keep_last_) continue;
         std::error_code ec;
-        fs::remove_all(kept[i], ec);
-        if (ec) log::warn("checkpoint.keep_last: cannot remove {}: {}", kept[i], ec.message());
+        fs::remove_all(c, ec);
+        if (ec) log::warn("checkpoint.keep_last: cannot remove {}: {}", c, ec.message());
       }
     }
   }

@@ -149,6 +149,18 @@ $out"
 fallback_case shard_flip shard-r00001.bin 50000
 fallback_case manifest_flip manifest.pb 1000
 
+# ---- keep_last after falling back past a damaged checkpoint ----------------------------------
+# Pruning keeps the checkpoint just saved (and the ones before it); the damaged newer one is
+# neither counted nor deleted.
+cp -a ck ck_keep
+flip_bit ck_keep/$S30/shard-r00001.bin 50000 3
+train_layout 1 2 keep.log "${COMMON[@]}" --set train.stop_after_step=25 --set checkpoint.keep_last=1 \
+  --set run.dir=keep --set checkpoint.dir=ck_keep || { cat keep.log; fail "keep_last: the resume failed"; }
+[[ -f ck_keep/step_00000025/manifest.pb ]] || fail "keep_last=1 deleted the checkpoint it had just saved: $(ls ck_keep)"
+[[ -d ck_keep/$S30 ]] || fail "keep_last=1 deleted the damaged newer checkpoint"
+[[ ! -d ck_keep/$S20 && ! -d ck_keep/$S10 ]] || fail "keep_last=1 kept older checkpoints: $(ls ck_keep)"
+note "keep_last=1 after falling back past damaged step 30: keeps step 25 (new) and 30 (damaged, untouched)"
+
 # ---- truncated and missing shards ----------------------------------------------------------
 # damage_case NAME FILE WORD CMD...: CMD damages FILE of step 30 in a copy of ck; verify names
 # the file and WORD; training falls back to step 20 and leaves every checkpoint as it was.
