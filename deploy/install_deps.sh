@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config git
-  libopenblas-dev libopenblas0-openmp libyaml-cpp-dev libprotobuf-dev protobuf-compiler
+  libopenblas-dev libopenblas0-openmp libdnnl-dev libyaml-cpp-dev libprotobuf-dev protobuf-compiler
   libopenmpi-dev openmpi-bin
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -4,7 +4,7 @@
 //   tokens/s; ms per step split into forward (trunk, LM head, loss), backward and optimizer
 //   (clipping + AdamW); model GFLOP/s with flops/token = 6 N + 12 n_layer n_embd T (N = every
 //   parameter but wpe, the padded wte included: the definition bench/cpu/torch_gpt2_bench.py
-//   shares); the sgemm ceiling measured in this process on the GEMM shapes of this model's step,
+//   shares); the sgemm ceiling measured in this process (after training) on the GEMM shapes of this model's step,
 //   through the same GEMM entry point the model uses (cpu::gemm); MFU = model GFLOP/s / ceiling;
 //   peak RSS.
 // bench/cpu/run.sh runs it per configuration and environment next to the PyTorch baseline and
@@ -46,10 +46,13 @@ double sgemm_ceiling(const ModelConfig& cfg, int B, int T, int reps) {
   struct Shape { int in, out, count; };
   const std::vector<Shape> shapes = {{C, 3 * C, cfg.n_layer}, {C, C, cfg.n_layer},
                                      {C, 4 * C, cfg.n_layer}, {4 * C, C, cfg.n_layer}, {C, V, 1}};
-  size_t maxio = 0;
-  for (auto s : shapes) maxio = std::max<size_t>(maxio, (size_t)std::max(s.in, s.out));
-  std::vector<float> X((size_t)N * maxio, 0.01f), Y((size_t)N * maxio, 0.02f),
-      W((size_t)maxio * maxio, 0.001f), dW((size_t)maxio * maxio, 0.f);
+  size_t maxio = 0, maxw = 0;
+  for (auto s : shapes) {
+    maxio = std::max<size_t>(maxio, (size_t)std::max(s.in, s.out));
+    if (s.out != V) maxw = std::max<size_t>(maxw, (size_t)s.in * s.out);
+  }
+  std::vector<float> X((size_t)N * maxio, 0.01f), Y((size_t)N * maxio, 0.02f), W(maxw, 0.001f),
+      dW(maxw, 0.f);
   std::vector<float> Wv((size_t)V * C, 0.001f), dWv((size_t)V * C, 0.f);
   double best = 0;
   for (int r = 0; r < reps; r++) {
@@ -96,8 +99,6 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "train_bench: --config {}: expected gpt2-124m or char\n", name);
     return 2;
   }
-  const double ceiling = sgemm_ceiling(cfg, B, T, reps);
-
   GPT model(cfg);
   model.init(1337);
   model.set_recompute(recompute);
@@ -139,7 +140,8 @@ int main(int argc, char** argv) {
   const double flops_per_token = 6 * n_params + 12.0 * cfg.n_layer * cfg.n_embd * T;
   const double gflops = flops_per_token * tok_s / 1e9;
   struct rusage ru {};
-  getrusage(RUSAGE_SELF, &ru);
+  getrusage(RUSAGE_SELF, &ru);  // before the ceiling's own buffers
+  const double ceiling = sgemm_ceiling(cfg, B, T, reps);
   const auto env = [](const char* k) { const char* v = std::getenv(k); return v ? std::string(v) : ""; };
   nlohmann::json j = {{"engine", "chainrule"}, {"gemm", cpu::gemm_engine()}, {"config", name},
                       {"B", B}, {"T", T}, {"threads", std::atoi(env("OMP_NUM_THREADS").c_str())},

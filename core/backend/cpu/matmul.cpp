@@ -1,15 +1,13 @@
-// Linear layers through BLAS sgemm. Weights are [OC, C] (out-features major, as nn.Linear);
+// Linear layers through cpu::gemm (gemm.cpp: oneDNN, chosen by measurement). Weights are [OC, C] (out-features major, as nn.Linear);
 // the Hugging Face Conv1D layout [C, OC] is converted only at import/export.
-#include <cblas.h>
-
+#include "core/backend/cpu/gemm.h"
 #include "core/backend/cpu/ops.h"
 
 namespace cr::cpu {
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
                     int C, int OC) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.f, inp, C, weight, C, 0.f,
-              out, OC);
+  gemm(false, true, N, OC, C, 1.f, inp, C, weight, C, 0.f, out, OC);
   if (!bias) return;
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++) {
@@ -21,10 +19,8 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int N, int C, int OC) {
   if (dinp)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.f, dout, OC, weight, C,
-                0.f, dinp, C);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, N, 1.f, dout, OC, inp, C, 1.f,
-              dweight, C);
+    gemm(false, false, N, C, OC, 1.f, dout, OC, weight, C, 0.f, dinp, C);
+  gemm(true, false, OC, C, N, 1.f, dout, OC, inp, C, 1.f, dweight, C);
   if (!dbias) return;
   constexpr int kBlock = 64;  // split output channels, sum rows in order: deterministic
 #pragma omp parallel for schedule(static)
