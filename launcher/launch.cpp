@@ -80,7 +80,9 @@ int run_launch(const LaunchOptions& opt) {
   if (opt.nproc > cores) args.push_back("--oversubscribe");
   if (::geteuid() == 0) args.push_back("--allow-run-as-root");
   const std::string t = std::to_string(threads);
-  for (const std::string& v : {"OMP_NUM_THREADS=" + t, "OPENBLAS_NUM_THREADS=" + t}) {
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
+  for (const std::string& v : {"OMP_NUM_THREADS=" + t, "OPENBLAS_NUM_THREADS=" + t,
+                               std::string("OMP_WAIT_POLICY=") + (wait ? wait : "passive")}) {
     args.push_back("-x");
     args.push_back(v);
   }
