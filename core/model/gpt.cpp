@@ -222,10 +222,6 @@ ActivationPlan GPT::activation_plan(const ModelConfig& cfg, int B, int T, int tp
   return p;
 }
 
-size_t GPT::activation_bytes(const ModelConfig& cfg, int B, int T) {
-  return activation_plan(cfg, B, T, 1, false).bytes();
-}
-
 void GPT::ensure_acts(int B, int T) {
   // Local (per TP rank) widths: heads, channels of those heads, MLP hidden, vocabulary shard.
   const size_t N = (size_t)B * T, C = cfg_.n_embd, Cl = C / tp_size_, Hl = cfg_.n_head / tp_size_;

@@ -139,7 +139,6 @@ class GPT {
   // Activation memory for a micro-batch of B x T at tp (what forward() allocates), by part.
   static ActivationPlan activation_plan(const ModelConfig& cfg, int B, int T, int tp = 1,
                                         bool recompute = false);
-  static size_t activation_bytes(const ModelConfig& cfg, int B, int T);
   // Recompute the GELU and LayerNorm outputs in backward instead of keeping them: about 40% less
   // activation memory for ~3% more arithmetic; results are bit-identical.
   void set_recompute(bool on) {

@@ -11,17 +11,12 @@
 
 #include "core/backend/cpu/ops.h"
 #include "core/backend/cpu/reference.h"
-#include "core/common/rng.h"
+#include "tests/unit/test_util.h"
 
 namespace cr {
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)rng.normal() * scale;
-  return v;
-}
+using testing::randn;
 
 double dot(const std::vector<float>& a, const std::vector<float>& b) {
   double s = 0;

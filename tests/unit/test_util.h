@@ -7,10 +7,20 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/common/error.h"
+#include "core/common/rng.h"
 
 namespace cr::testing {
+
+// n draws of N(0, scale^2) from a seeded generator: the same inputs on every run.
+inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (auto& x : v) x = (float)rng.normal() * scale;
+  return v;
+}
 
 // A fresh directory per test (and process), removed afterwards.
 class TempDir {

@@ -1,8 +1,8 @@
 // The one GEMM every CPU op goes through (row-major, fp32):
 //   C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C,   op(X) = X or X^T.
-// Called outside a parallel region it uses every OpenMP thread; inside one (attention's
-// per-head blocks) it runs on the calling thread only. Which library serves it is decided in
-// gemm.cpp, by measurement (see bench/gemm).
+// It uses every OpenMP thread; call it outside parallel regions (the small per-thread products
+// inside attention use block_gemm.h instead). Which library serves it is decided in gemm.cpp,
+// by measurement (see bench/gemm).
 #pragma once
 
 namespace cr::cpu {

@@ -1,4 +1,4 @@
-// exp and tanh for the inner loops of the CPU ops, written so the compiler vectorises them
+// exp for the inner loops of the CPU ops, written so the compiler vectorises them
 // (no branches, no libm calls): a loop over exp_approx runs 16 lanes at a time with AVX-512.
 // exp_approx: relative error < 2e-7 (2 ulp) on [-87, 88]; below that it returns ~1e-38 (never a
 // denormal or NaN), above it saturates. Results are identical on every ISA: plain IEEE
@@ -30,12 +30,6 @@ namespace cr::cpu {
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
-}
-
-// tanh(x) = 1 - 2 / (exp(2x) + 1); saturates cleanly to +-1.
-[[gnu::always_inline]] inline float tanh_approx(float x) {
-  const float e = exp_approx(2.f * x);
-  return 1.f - 2.f / (e + 1.f);
 }
 
 }  // namespace cr::cpu
