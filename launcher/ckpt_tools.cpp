@@ -11,7 +11,7 @@
 
 #include "core/common/error.h"
 #include "core/model/gpt.h"
-#include "core/model/hf_gpt2.h"
+#include "core/model/hf_interchange.h"
 #include "launcher/commands.h"
 #include "parallel/checkpoint/checkpoint.h"
 
@@ -128,7 +128,7 @@ int run_ckpt_export(const CkptOptions& opt) {
   std::vector<ShardedTensor> tensors;
   for (const ParamTensor& t : whole.layout().tensors())
     tensors.push_back({"model/" + t.name, t.global_shape, shard_box(t.global_shape, -1, 0, 1),
-                       whole.params() + t.offset, t.name == "wte" ? 0 : -1});
+                       whole.params() + t.offset, t.padded_dim});
   load_tensors(ckpt, m, tensors);
   std::error_code ec;
   fs::create_directories(opt.out, ec);

@@ -25,7 +25,7 @@
 #include "core/common/log.h"
 #include "core/data/loader.h"
 #include "core/model/gpt.h"
-#include "core/model/hf_gpt2.h"
+#include "core/model/hf_interchange.h"
 #include "core/optim/adamw.h"
 #include "launcher/commands.h"
 #include "launcher/distributed.h"
@@ -77,6 +77,15 @@ class MetricsLog {
 volatile sig_atomic_t g_stop_signal = 0;
 void on_stop_signal(int sig) { g_stop_signal = sig; }
 
+// The stop signal every rank agrees on: the largest one any rank caught, 0 for none. A collective
+// over all ranks, so every rank calls it at the same point: after each step, and before each
+// evaluation micro-batch (an evaluation can outlast a scheduler's grace period).
+int agreed_stop_signal(Communicator& world) {
+  float sig = (float)g_stop_signal;
+  if (world.size() > 1) world.all_reduce(&sig, 1, ReduceOp::Max);
+  return (int)sig;
+}
+
 // Test-only: CR_TEST_KILL_AT_STEP=k SIGKILLs world rank CR_TEST_KILL_RANK (default 0) right after
 // step k, before any checkpoint of that step; not in a job restarted by `launch --max-restarts`.
 void maybe_kill_at_step(int done, int rank) {
@@ -96,12 +105,12 @@ std::vector<ShardedTensor> checkpoint_tensors(const GPT& model, AdamW& opt, floa
   std::vector<ShardedTensor> out;
   const auto& layout = model.layout();
   for (auto [prefix, base] : {std::pair<const char*, float*>{"model/", params},
-                              {"optim.m/", opt.m().data()},
-                              {"optim.v/", opt.v().data()}})
+                              {"optim.m/", opt.m().f32()},
+                              {"optim.v/", opt.v().f32()}})
     for (const ParamTensor& t : layout.tensors())
       out.push_back({prefix + t.name, t.global_shape,
                      shard_box(t.global_shape, t.shard_dim, model.tp_rank(), model.tp_size()),
-                     base + t.offset, t.name == "wte" ? 0 : -1});
+                     base + t.offset, t.padded_dim});
   return out;
 }
 
@@ -146,9 +155,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   if (cfg.train.init_from.empty()) {
     model.init((uint64_t)cfg.train.seed);
   } else {
-    std::vector<float> full(ParamLayout(mc).total());
-    load_hf_safetensors(mc, full.data(), cfg.train.init_from);
-    model.load_full(full.data());
+    model.load_full(load_hf_init(mc, cfg.train.init_from).data());
   }
   AdamW opt(model.layout(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay});
 
@@ -267,15 +274,28 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
               cfg.train.recompute ? "on: GELU and LayerNorm outputs rebuilt in backward" : "off");
   }
 
-  auto validate = [&](int step, bool full) {
+  // Periodic evaluations score eval_batches micro-batches; the final one run.final_eval_tokens
+  // (a prefix of full windows), or the whole split. A stop signal caught meanwhile, agreed by all
+  // ranks, abandons it (r.stopped) with the signal in eval_stop_signal.
+  const int64_t final_tokens = cfg.run.final_eval_tokens;
+  const size_t final_windows = final_tokens > 0 && (uint64_t)final_tokens < val_split.tokens()
+                                   ? (size_t)((final_tokens + T - 1) / T)
+                                   : 0;
+  int eval_stop_signal = 0;
+  auto validate = [&](int step, bool is_final) {
     const auto t0 = Clock::now();
-    const size_t max_windows = full ? 0 : (size_t)cfg.run.eval_batches * M;
-    const EvalResult r = evaluate_split(model, val_split, T, M, max_windows, val_bytes_per_token);
-    nlohmann::json j = r.to_json();
-    j["type"] = "eval";
-    j["step"] = step;
-    j["full_split"] = full;
-    metrics.write(j);
+    const size_t max_windows = is_final ? final_windows : (size_t)cfg.run.eval_batches * M;
+    const EvalResult r = evaluate_split(model, val_split, T, M, max_windows, val_bytes_per_token, [&] {
+      eval_stop_signal = agreed_stop_signal(*ctx.world);
+      return eval_stop_signal > 0;
+    });
+    if (!r.stopped) {
+      nlohmann::json j = r.to_json();
+      j["type"] = "eval";
+      j["step"] = step;
+      j["full_split"] = max_windows == 0;
+      metrics.write(j);
+    }
     return std::make_pair(r, seconds_since(t0));
   };
   auto eval_line = [&](int step, const EvalResult& r, double secs) {
@@ -295,9 +315,30 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGUSR1, &sa, nullptr);
   int last_saved = start_step;
+  // After an agreed stop (signal, or train.stop_after_step) at `done` steps, with that step's
+  // checkpoint attempted: the exit status. 0 when the run can resume from a checkpoint of `done`.
+  auto stopped_run = [&](int done, int sig, const std::string& why) {
+    if (!checkpointing) {
+      log::warn("stopped after step {} ({}); checkpoint.dir is not set, so nothing was saved", done, why);
+      return sig > 0 ? 128 + sig : 0;
+    }
+    if (last_saved != done)
+      CR_INPUT_ERROR("stopped after step {} ({}) but its checkpoint could not be saved (see the "
+                     "warnings); the latest is step {}", done, why, last_saved);
+    log::info("stopped after step {} ({}); resume with the same command", done, why);
+    return 0;
+  };
   for (int step = start_step; step < cfg.train.max_steps; step++) {
     if (cfg.run.eval_every > 0 && step % cfg.run.eval_every == 0) {
       auto [r, secs] = validate(step, false);
+      if (r.stopped) {  // abandoned: save what the steps so far trained, if not saved yet
+        if (checkpointing && last_saved != step &&
+            save_checkpoint(step, lr_at(step - 1, cfg.train.max_steps, cfg.train.warmup_steps,
+                                        cfg.train.lr, cfg.train.min_lr)))
+          last_saved = step;
+        return stopped_run(step, eval_stop_signal,
+                           fmt::format("signal {}, during the evaluation", strsignal(eval_stop_signal)));
+      }
       progress.line(eval_line(step, r, secs));
     }
     const auto t0 = Clock::now();
@@ -346,33 +387,23 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     progress.update(done, sec_per_step);
 
     // ---- checkpoint, and stop on a signal or at train.stop_after_step -----------------------
-    float sig = (float)g_stop_signal;
-    if (grid.world() > 1) ctx.world->all_reduce(&sig, 1, ReduceOp::Max);  // every rank stops together
+    const int sig = agreed_stop_signal(*ctx.world);  // every rank stops together
     const bool stop = sig > 0 || (cfg.train.stop_after_step > 0 && done >= cfg.train.stop_after_step &&
                                   done < cfg.train.max_steps);
     const bool due = (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0) ||
                      done == cfg.train.max_steps || stop;
     if (checkpointing && due && save_checkpoint(done, lr)) last_saved = done;
-    if (stop) {
-      const std::string why = sig > 0 ? fmt::format("signal {}", strsignal((int)sig))
-                                      : fmt::format("train.stop_after_step = {}", cfg.train.stop_after_step);
-      if (!checkpointing) {
-        log::warn("stopped after step {} ({}); checkpoint.dir is not set, so nothing was saved", done, why);
-        return sig > 0 ? 128 + (int)sig : 0;
-      }
-      if (last_saved != done)
-        CR_INPUT_ERROR("stopped after step {} ({}) but its checkpoint could not be saved (see the "
-                       "warnings); the latest is step {}", done, why, last_saved);
-      log::info("stopped after step {} ({}); resume with the same command", done, why);
-      return 0;
-    }
+    if (stop)
+      return stopped_run(done, sig, sig > 0 ? fmt::format("signal {}", strsignal(sig))
+                                            : fmt::format("train.stop_after_step = {}",
+                                                          cfg.train.stop_after_step));
   }
   if (checkpointing && last_saved < cfg.train.max_steps)
     log::warn("the final checkpoint could not be saved; the latest is step {}", last_saved);
 
   // ---- final evaluation and export ---------------------------------------------------------
   auto [r, secs] = validate(cfg.train.max_steps, true);
-  progress.line(eval_line(cfg.train.max_steps, r, secs));
+  if (!r.stopped) progress.line(eval_line(cfg.train.max_steps, r, secs));
   const std::vector<float> full = model.gather_full();  // collective over the TP group
   if (rank0) {
     GPT whole(mc);
@@ -381,6 +412,16 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   }
   log::info("trained {} steps in {}; model saved to {}/model.safetensors", cfg.train.max_steps,
             format_duration(seconds_since(run_start)), cfg.run.dir);
+  if (r.stopped) {  // training is complete and exported; only the final evaluation is missing
+    const std::string why = fmt::format("signal {}, during the final evaluation, which did not finish",
+                                        strsignal(eval_stop_signal));
+    if (!checkpointing) {
+      log::warn("stopped after step {} ({}); `chainrule eval {}` evaluates the exported model",
+                cfg.train.max_steps, why, cfg.run.dir);
+      return 128 + eval_stop_signal;
+    }
+    return stopped_run(cfg.train.max_steps, eval_stop_signal, why);
+  }
   return 0;
 }
 

@@ -11,19 +11,17 @@ namespace cr {
 
 class Generator {
  public:
-  explicit Generator(const GPT& model);
+  // Runs on the model's own blocks (GPT::decode) with a KV cache of its own.
+  explicit Generator(GPT& model) : model_(model), cache_(model.make_cache()) {}
   // Feeds the token at the next position and returns its logits (first vocab_size entries are
   // real). Throws once the context (block_size) is full.
-  const float* step(int32_t token);
-  int position() const { return pos_; }
-  void reset() { pos_ = 0; }
+  const float* step(int32_t token) { return model_.decode(&token, 1, cache_); }
+  int position() const { return cache_.len; }
+  void reset() { cache_.len = 0; }
 
  private:
-  const GPT& model_;
-  Weights w_;
-  int pos_ = 0;
-  Buffer<float> kcache_, vcache_;  // [n_layer, block_size, C]
-  Buffer<float> x_, ln_, qkv_, atty_, proj_, fch_, fch_gelu_, logits_, mean_, rstd_;
+  GPT& model_;
+  KVCache cache_;
 };
 
 // Samples a token from logits[0:V] at `temperature` (0 = greedy), restricted to the top_k most

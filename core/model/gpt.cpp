@@ -1,4 +1,6 @@
-// GPT-2 forward and backward over the CPU ops, in the order of a training step.
+// The decoder-only transformer (both families) over the backend interface, in the order of a
+// training step: parameter table -> construction and init -> activations -> forward (embedding,
+// blocks, LM head and loss) -> backward.
 #include "core/model/gpt.h"
 
 #include <algorithm>
@@ -6,40 +8,85 @@
 #include <cmath>
 #include <cstring>
 
-#include "core/backend/cpu/ops.h"
 #include "core/common/error.h"
 #include "core/common/rng.h"
 
 namespace cr {
 
 // ----------------------------------------------------------------------------
-// Parameter layout
+// Parameter table
 
 ParamLayout::ParamLayout(const ModelConfig& cfg, int tp_rank, int tp) : tp_rank_(tp_rank), tp_(tp) {
   CR_CHECK(tp >= 1 && tp_rank >= 0 && tp_rank < tp, "tp rank {} of {}", tp_rank, tp);
-  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab(tp);
-  add("wte", {Vp, C}, 0, true);
-  add("wpe", {cfg.block_size, C}, -1, false);
-  for (int l = 0; l < cfg.n_layer; l++) {
-    const std::string p = "h." + std::to_string(l) + ".";
-    add(p + "ln_1.weight", {C}, -1, false);
-    add(p + "ln_1.bias", {C}, -1, false);
-    add(p + "attn.qkv.weight", {3, C, C}, 1, true);
-    add(p + "attn.qkv.bias", {3, C}, 1, false);
-    add(p + "attn.proj.weight", {C, C}, 1, true);
-    add(p + "attn.proj.bias", {C}, -1, false);
-    add(p + "ln_2.weight", {C}, -1, false);
-    add(p + "ln_2.bias", {C}, -1, false);
-    add(p + "mlp.fc.weight", {4 * C, C}, 0, true);
-    add(p + "mlp.fc.bias", {4 * C}, 0, false);
-    add(p + "mlp.proj.weight", {C, 4 * C}, 1, true);
-    add(p + "mlp.proj.bias", {C}, -1, false);
+  const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab(tp), F = cfg.ffn_hidden_size();
+  const int64_t hs = cfg.head_size(), Cq = (int64_t)cfg.n_head * hs, Ckv = (int64_t)cfg.kv_heads() * hs;
+  const float std = 0.02f, residual_std = 0.02f / std::sqrt(2.f * cfg.n_layer);
+  // Row kinds of the table: a matmul weight (decayed, N(0, std)), a bias (zero), a norm gain (one).
+  // GPT-2's Conv1D stores matmul weights [in, out] in Hugging Face files, Llama's nn.Linear as we do.
+  auto weight = [&](std::string n, std::vector<int64_t> s, int dim, float sd, std::string hf) {
+    ParamTensor& t = add(std::move(n), std::move(s), dim, true, std::move(hf));
+    t.init_std = sd, t.hf_transpose = !cfg.llama();
+  };
+  auto bias = [&](std::string n, std::vector<int64_t> s, int dim, std::string hf) {
+    add(std::move(n), std::move(s), dim, false, std::move(hf));
+  };
+  auto gain = [&](std::string n, int64_t c, std::string hf) {
+    add(std::move(n), {c}, -1, false, std::move(hf)).init_value = 1.f;
+  };
+  auto vocab = [&](std::string n, std::string hf, bool tied) {
+    ParamTensor& t = add(std::move(n), {Vp, C}, 0, true, std::move(hf));
+    t.init_std = std, t.padded_dim = 0, t.tied = tied;
+  };
+
+  if (!cfg.llama()) {  // GPT-2: Hugging Face GPT2LMHeadModel names
+    vocab("wte", "wte.weight", cfg.tie_embeddings);
+    add("wpe", {cfg.block_size, C}, -1, false, "wpe.weight").init_std = std;
+    for (int l = 0; l < cfg.n_layer; l++) {
+      const std::string p = "h." + std::to_string(l) + ".";
+      gain(p + "ln_1.weight", C, p + "ln_1.weight");
+      bias(p + "ln_1.bias", {C}, -1, p + "ln_1.bias");
+      weight(p + "attn.qkv.weight", {3, C, C}, 1, std, p + "attn.c_attn.weight");
+      bias(p + "attn.qkv.bias", {3, C}, 1, p + "attn.c_attn.bias");
+      tensors_.back().hf_bias_shape = true;
+      weight(p + "attn.proj.weight", {C, C}, 1, residual_std, p + "attn.c_proj.weight");
+      bias(p + "attn.proj.bias", {C}, -1, p + "attn.c_proj.bias");
+      gain(p + "ln_2.weight", C, p + "ln_2.weight");
+      bias(p + "ln_2.bias", {C}, -1, p + "ln_2.bias");
+      weight(p + "mlp.fc.weight", {F, C}, 0, std, p + "mlp.c_fc.weight");
+      bias(p + "mlp.fc.bias", {F}, 0, p + "mlp.c_fc.bias");
+      weight(p + "mlp.proj.weight", {C, F}, 1, residual_std, p + "mlp.c_proj.weight");
+      bias(p + "mlp.proj.bias", {C}, -1, p + "mlp.c_proj.bias");
+    }
+    gain("ln_f.weight", C, "ln_f.weight");
+    bias("ln_f.bias", {C}, -1, "ln_f.bias");
+  } else {  // Llama: Hugging Face LlamaForCausalLM names, nn.Linear layout
+    vocab("wte", "model.embed_tokens.weight", cfg.tie_embeddings);
+    for (int l = 0; l < cfg.n_layer; l++) {
+      const std::string p = "h." + std::to_string(l) + ".";
+      const std::string hf = "model.layers." + std::to_string(l) + ".";
+      gain(p + "ln_1.weight", C, hf + "input_layernorm.weight");
+      weight(p + "attn.q.weight", {Cq, C}, 0, std, hf + "self_attn.q_proj.weight");
+      weight(p + "attn.k.weight", {Ckv, C}, 0, std, hf + "self_attn.k_proj.weight");
+      weight(p + "attn.v.weight", {Ckv, C}, 0, std, hf + "self_attn.v_proj.weight");
+      if (cfg.bias) {
+        bias(p + "attn.q.bias", {Cq}, 0, hf + "self_attn.q_proj.bias");
+        bias(p + "attn.k.bias", {Ckv}, 0, hf + "self_attn.k_proj.bias");
+        bias(p + "attn.v.bias", {Ckv}, 0, hf + "self_attn.v_proj.bias");
+      }
+      weight(p + "attn.proj.weight", {C, Cq}, 1, residual_std, hf + "self_attn.o_proj.weight");
+      if (cfg.bias) bias(p + "attn.proj.bias", {C}, -1, hf + "self_attn.o_proj.bias");
+      gain(p + "ln_2.weight", C, hf + "post_attention_layernorm.weight");
+      weight(p + "mlp.gate.weight", {F, C}, 0, std, hf + "mlp.gate_proj.weight");
+      weight(p + "mlp.up.weight", {F, C}, 0, std, hf + "mlp.up_proj.weight");
+      weight(p + "mlp.proj.weight", {C, F}, 1, residual_std, hf + "mlp.down_proj.weight");
+    }
+    gain("ln_f.weight", C, "model.norm.weight");
   }
-  add("ln_f.weight", {C}, -1, false);
-  add("ln_f.bias", {C}, -1, false);
+  if (!cfg.tie_embeddings) vocab("lm_head", "lm_head.weight", false);
 }
 
-void ParamLayout::add(std::string name, std::vector<int64_t> global_shape, int shard_dim, bool decay) {
+ParamTensor& ParamLayout::add(std::string name, std::vector<int64_t> global_shape, int shard_dim,
+                              bool decay, std::string hf_name) {
   std::vector<int64_t> shape = global_shape;
   if (shard_dim >= 0) {
     CR_CHECK(shape[shard_dim] % tp_ == 0, "{} dim {} = {} does not split over {} ranks", name,
@@ -48,9 +95,18 @@ void ParamLayout::add(std::string name, std::vector<int64_t> global_shape, int s
   }
   size_t n = 1;
   for (auto d : shape) n *= (size_t)d;
-  tensors_.push_back({std::move(name), std::move(shape), std::move(global_shape),
-                      shard_dim, total_, n, decay});
+  ParamTensor t;
+  t.name = std::move(name);
+  t.shape = std::move(shape);
+  t.global_shape = std::move(global_shape);
+  t.shard_dim = shard_dim;
+  t.offset = total_;
+  t.numel = n;
+  t.decay = decay;
+  t.hf_name = std::move(hf_name);
+  tensors_.push_back(std::move(t));
   total_ += n;
+  return tensors_.back();
 }
 
 namespace {
@@ -81,36 +137,62 @@ void copy_shard_in(const float* src, const std::vector<int64_t>& shape, int dim,
     std::memcpy(global + o * len * inner + rank * local, src + o * local, local * sizeof(float));
 }
 
-const ParamTensor& ParamLayout::at(const std::string& name) const {
+const ParamTensor* ParamLayout::find(const std::string& name) const {
   for (const auto& t : tensors_)
-    if (t.name == name) return t;
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+const ParamTensor& ParamLayout::at(const std::string& name) const {
+  if (const ParamTensor* t = find(name)) return *t;
   CR_THROW("no parameter named '{}'", name);
 }
 
-Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, float* base) {
-  auto p = [&](const std::string& n) { return base + layout.at(n).offset; };
+Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, const DeviceBuffer& base) {
+  auto v = [&](const std::string& n) -> TensorView {
+    const ParamTensor* t = layout.find(n);
+    return t ? base.view(t->offset, t->numel) : TensorView{};
+  };
+  // A projection's output width is its (local) first dimension; gpt2's qkv is [3, C/tp, C].
+  auto proj = [&](const std::string& n, int col) {
+    const ParamTensor& t = layout.at(n + ".weight");
+    const int cols = (int)(t.numel / (size_t)t.shape.back());
+    return Projection{v(n + ".weight"), v(n + ".bias"), cols, col};
+  };
   Weights w;
-  w.wte = p("wte");
-  w.wpe = p("wpe");
+  w.wte = v("wte");
+  w.wpe = v("wpe");
+  w.head = layout.at("wte").tied ? w.wte : v("lm_head");
   for (int l = 0; l < cfg.n_layer; l++) {
     const std::string h = "h." + std::to_string(l) + ".";
-    w.layers.push_back({p(h + "ln_1.weight"), p(h + "ln_1.bias"), p(h + "attn.qkv.weight"),
-                        p(h + "attn.qkv.bias"), p(h + "attn.proj.weight"),
-                        p(h + "attn.proj.bias"), p(h + "ln_2.weight"), p(h + "ln_2.bias"),
-                        p(h + "mlp.fc.weight"), p(h + "mlp.fc.bias"), p(h + "mlp.proj.weight"),
-                        p(h + "mlp.proj.bias")});
+    LayerWeights lw;
+    lw.ln1 = {v(h + "ln_1.weight"), v(h + "ln_1.bias")};
+    lw.ln2 = {v(h + "ln_2.weight"), v(h + "ln_2.bias")};
+    if (!cfg.llama()) {
+      lw.qkv = {proj(h + "attn.qkv", 0)};
+      lw.fc = {proj(h + "mlp.fc", 0)};
+    } else {
+      lw.qkv = {proj(h + "attn.q", 0)};
+      lw.qkv.push_back(proj(h + "attn.k", lw.qkv[0].cols));
+      lw.qkv.push_back(proj(h + "attn.v", lw.qkv[1].col + lw.qkv[1].cols));
+      lw.fc = {proj(h + "mlp.gate", 0)};
+      lw.fc.push_back(proj(h + "mlp.up", lw.fc[0].cols));
+    }
+    lw.attn_proj = proj(h + "attn.proj", 0);
+    lw.mlp_proj = proj(h + "mlp.proj", 0);
+    w.layers.push_back(std::move(lw));
   }
-  w.lnfw = p("ln_f.weight");
-  w.lnfb = p("ln_f.bias");
+  w.lnf = {v("ln_f.weight"), v("ln_f.bias")};
   return w;
 }
 
 // ----------------------------------------------------------------------------
 // Construction and initialisation
 
-GPT::GPT(const ModelConfig& cfg, TensorParallelComm* tp)
+GPT::GPT(const ModelConfig& cfg, TensorParallelComm* tp, Backend* backend)
     : cfg_(cfg),
       tp_(tp),
+      be_(backend ? backend : &cpu_backend()),
       tp_rank_(tp ? tp->rank() : 0),
       tp_size_(tp ? tp->size() : 1),
       layout_(cfg, tp_rank_, tp_size_) {
@@ -118,43 +200,44 @@ GPT::GPT(const ModelConfig& cfg, TensorParallelComm* tp)
                cfg.vocab_size > 0,
            "model config must be positive");
   CR_CHECK(cfg.n_embd % cfg.n_head == 0, "n_embd {} % n_head {}", cfg.n_embd, cfg.n_head);
+  CR_CHECK(cfg.n_head % cfg.kv_heads() == 0, "n_head {} % n_kv_head {}", cfg.n_head, cfg.kv_heads());
   CR_CHECK(cfg.n_head % tp_size_ == 0, "n_head {} % tp {}", cfg.n_head, tp_size_);
-  params_.resize(layout_.total());
-  grads_.resize(layout_.total());
-  w_ = bind_weights(cfg_, layout_, params_.data());
-  g_ = bind_weights(cfg_, layout_, grads_.data());
+  CR_CHECK(cfg.kv_heads() % tp_size_ == 0, "n_kv_head {} % tp {}", cfg.kv_heads(), tp_size_);
+  CR_CHECK(cfg.ffn_hidden_size() % tp_size_ == 0, "ffn_hidden {} % tp {}", cfg.ffn_hidden_size(), tp_size_);
+  CR_CHECK(!cfg.llama() || cfg.head_size() % 2 == 0, "rotary embedding needs an even head size, got {}",
+           cfg.head_size());
+  params_ = DeviceBuffer(be_->allocator(), DType::F32, layout_.total());
+  grads_ = DeviceBuffer(be_->allocator(), DType::F32, layout_.total());
+  w_ = bind_weights(cfg_, layout_, params_);
+  g_ = bind_weights(cfg_, layout_, grads_);
 }
 
 void GPT::init(uint64_t seed) {
-  // Draw the whole (tp 1) model in layout order, then keep this rank's shard. Only the real
-  // vocabulary rows of wte are drawn, so the stream does not depend on the padding.
+  // Draw the whole (tp 1) model in table order, then keep this rank's shard. Only the real
+  // vocabulary rows of padded tensors are drawn, so the stream does not depend on the padding.
   const ParamLayout full_layout(cfg_);
   std::vector<float> full(full_layout.total(), 0.f);
   Rng rng(seed);
-  const float residual_std = 0.02f / std::sqrt(2.f * cfg_.n_layer);
   for (const auto& t : full_layout.tensors()) {
     float* p = full.data() + t.offset;
-    const bool is_ln = t.name.find("ln_") != std::string::npos;
-    const bool is_bias = t.name.size() >= 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;
-    if (is_ln && !is_bias) {
-      std::fill(p, p + t.numel, 1.f);
-    } else if (!is_bias) {
-      const bool residual = t.name.find(".proj.weight") != std::string::npos;
-      const float std = residual ? residual_std : 0.02f;
-      const size_t n = t.name == "wte" ? (size_t)cfg_.vocab_size * cfg_.n_embd : t.numel;
-      for (size_t i = 0; i < n; i++) p[i] = (float)(rng.normal() * std);
+    if (t.init_std == 0.f) {
+      std::fill(p, p + t.numel, t.init_value);
+      continue;
     }
+    const size_t n = t.padded_dim == 0 ? (size_t)cfg_.vocab_size * t.shape[1] : t.numel;
+    for (size_t i = 0; i < n; i++) p[i] = (float)(rng.normal() * t.init_std);
   }
   load_full(full.data());
 }
 
 void GPT::load_full(const float* full) {
   const ParamLayout full_layout(cfg_);
-  const size_t C = cfg_.n_embd;
+  std::vector<float> local(layout_.total());
   for (const auto& t : layout_.tensors()) {
     const float* src = full + full_layout.at(t.name).offset;
-    float* dst = params_.data() + t.offset;
-    if (t.name == "wte") {  // rows past the real vocabulary are padding: zero
+    float* dst = local.data() + t.offset;
+    if (t.padded_dim == 0) {  // vocabulary rows: this shard's block; rows past the real ones zero
+      const size_t C = (size_t)t.shape[1];
       const int64_t first = (int64_t)tp_rank_ * t.shape[0];
       for (int64_t r = 0; r < t.shape[0]; r++) {
         const int64_t g = first + r;
@@ -169,25 +252,25 @@ void GPT::load_full(const float* full) {
       std::memcpy(dst, src, t.numel * sizeof(float));
     }
   }
+  be_->copy(params_.view(), TensorView::f32(local.data(), {(int64_t)local.size()}));
 }
 
 std::vector<float> GPT::gather_full() const {
   const ParamLayout full_layout(cfg_);
-  std::vector<float> full(full_layout.total(), 0.f);
-  std::vector<float> all;
-  const size_t C = cfg_.n_embd;
+  std::vector<float> full(full_layout.total(), 0.f), local(layout_.total()), all;
+  be_->copy(TensorView::f32(local.data(), {(int64_t)local.size()}), params_.view());
   for (const auto& t : layout_.tensors()) {
-    const float* src = params_.data() + t.offset;
-    float* dst = full.data() + full_layout.at(t.name).offset;
+    const float* src = local.data() + t.offset;
+    const ParamTensor& ft = full_layout.at(t.name);
+    float* dst = full.data() + ft.offset;
     if (tp_size_ == 1 || t.shard_dim < 0) {
-      const size_t n = std::min(t.numel, full_layout.at(t.name).numel);  // wte: padding differs
-      std::memcpy(dst, src, n * sizeof(float));
+      std::memcpy(dst, src, std::min(t.numel, ft.numel) * sizeof(float));  // padding differs
       continue;
     }
     all.resize(t.numel * tp_size_);
     tp_->all_gather(src, all.data(), t.numel, "gather_params");
-    if (t.name == "wte") {  // shards are consecutive row blocks: keep the real rows
-      std::memcpy(dst, all.data(), (size_t)cfg_.vocab_size * C * sizeof(float));
+    if (t.padded_dim == 0) {  // shards are consecutive row blocks: keep the real rows
+      std::memcpy(dst, all.data(), (size_t)cfg_.vocab_size * t.shape[1] * sizeof(float));
       continue;
     }
     for (int r = 0; r < tp_size_; r++)
@@ -196,143 +279,95 @@ std::vector<float> GPT::gather_full() const {
   return full;
 }
 
-void GPT::reduce_tp(float* buf, size_t n, const char* what) {
-  if (tp_size_ > 1) tp_->all_reduce_sum(buf, n, what);
+void GPT::reduce_tp(TensorView buf, size_t n, const char* what) {
+  if (tp_size_ > 1) tp_->all_reduce_sum(buf.f32(), n, what);
 }
 
 // ----------------------------------------------------------------------------
-// Activations
+// Activations: one description (for_each_activation) serves both the memory plan printed at
+// start and the allocation, so the two cannot disagree. Every buffer is sized for the call at
+// hand and grown, never shrunk: a later call with a smaller B or T (a ragged evaluation tail)
+// or a larger chunk of classifier rows finds every buffer large enough.
+
+struct GPT::Shape {
+  size_t B, T, N, C, Hl, Hkvl, hs, Cla, Wqkv, Fl, Wfc, Vl, chunk, logits;
+  bool recompute, llama;
+};
+
+GPT::Shape GPT::make_shape(const ModelConfig& cfg, int P, bool recompute, int chunk_override,
+                           int B, int T, bool full_logits) {
+  Shape s;
+  s.B = B, s.T = T, s.N = (size_t)B * T, s.C = cfg.n_embd;
+  s.Hl = cfg.n_head / P, s.Hkvl = cfg.kv_heads() / P, s.hs = cfg.head_size();
+  s.Cla = s.Hl * s.hs, s.Wqkv = (s.Hl + 2 * s.Hkvl) * s.hs;
+  s.Fl = cfg.ffn_hidden_size() / P, s.llama = cfg.llama();
+  s.Wfc = s.llama ? 2 * s.Fl : s.Fl;
+  s.Vl = (size_t)cfg.padded_vocab(P) / P;
+  s.chunk = chunk_override > 0 ? (size_t)std::min(chunk_override, (int)s.N)
+                                : (size_t)classifier_chunk_rows(cfg, (int)s.N, P);
+  s.logits = std::max(s.chunk, full_logits ? s.N : 0) * s.Vl;
+  s.recompute = recompute;
+  return s;
+}
+
+GPT::Shape GPT::shape_for(int B, int T, bool full_logits) const {
+  return make_shape(cfg_, tp_size_, recompute_, chunk_rows_override_, B, T, full_logits);
+}
+
+enum class ActPart { Layer, Classifier, Other };
+
+template <typename F>
+void GPT::for_each_activation(Acts& a, const Shape& s, F&& f) {
+  const size_t N = s.N, C = s.C, kept = s.recompute ? 0 : 1, ln_mean = s.llama ? 0 : N;
+  for (auto& l : a.layers) {
+    f(l.ln1, kept * N * C, ActPart::Layer), f(l.ln1_mean, ln_mean, ActPart::Layer);
+    f(l.ln1_rstd, N, ActPart::Layer), f(l.qkv, N * s.Wqkv, ActPart::Layer);
+    f(l.atty, N * s.Cla, ActPart::Layer), f(l.lse, s.B * s.Hl * s.T, ActPart::Layer);
+    f(l.x_mid, N * C, ActPart::Layer), f(l.ln2, kept * N * C, ActPart::Layer);
+    f(l.ln2_mean, ln_mean, ActPart::Layer), f(l.ln2_rstd, N, ActPart::Layer);
+    f(l.fch, N * s.Wfc, ActPart::Layer), f(l.act, kept * N * s.Fl, ActPart::Layer);
+    f(l.x_out, N * C, ActPart::Layer);
+  }
+  // The classifier: one chunk of logits (all of them for sampling), its row sums; row max of all.
+  f(a.logits, s.logits, ActPart::Classifier), f(a.ce_sums, 2 * s.chunk, ActPart::Classifier);
+  f(a.ce_max, N, ActPart::Classifier);
+  f(a.x0, N * C, ActPart::Other), f(a.branch, N * C, ActPart::Other);
+  f(a.lnf, N * C, ActPart::Other), f(a.lnf_mean, ln_mean, ActPart::Other);
+  f(a.lnf_rstd, N, ActPart::Other), f(a.losses, N, ActPart::Other);
+  f(a.inputs, N, ActPart::Other), f(a.targets, N, ActPart::Other);  // int32, 4 bytes like a float
+  const size_t rc = s.recompute ? 1 : 0;
+  f(a.rc_ln1, rc * N * C, ActPart::Other), f(a.rc_ln2, rc * N * C, ActPart::Other);
+  f(a.rc_act, rc * N * s.Fl, ActPart::Other);
+  // backward scratch
+  f(a.dres, N * C, ActPart::Other), f(a.dbranch, N * s.Cla, ActPart::Other);
+  f(a.dqkv, N * s.Wqkv, ActPart::Other), f(a.dfch, N * s.Wfc, ActPart::Other);
+  f(a.dact, s.llama ? N * s.Fl : 0, ActPart::Other), f(a.dln, N * C, ActPart::Other);
+}
 
 ActivationPlan GPT::activation_plan(const ModelConfig& cfg, int B, int T, int tp, bool recompute) {
-  // Floats, at this TP rank's widths; ensure_acts() allocates exactly this.
-  const size_t N = (size_t)B * T, C = cfg.n_embd, Cl = C / tp, Hl = cfg.n_head / tp;
-  const size_t Fl = 4 * C / tp, Vl = (size_t)cfg.padded_vocab(tp) / tp;
-  const size_t chunk = (size_t)classifier_chunk_rows(cfg, (int)N, tp);
+  Acts a;  // never allocated: the description is only measured
+  a.layers.resize(1);  // per-layer sizes do not depend on depth
   ActivationPlan p;
   p.recompute = recompute;
-  // ln_1 out, qkv, attention out + lse, x_mid, ln_2 out, fc out, gelu out, x_out, LN stats
-  p.per_layer = (recompute ? 0 : N * C) + N * 3 * Cl + N * Cl + B * Hl * (size_t)T + N * C +
-                (recompute ? 0 : N * C) + N * Fl + (recompute ? 0 : N * Fl) + N * C + 4 * N;
+  for_each_activation(a, make_shape(cfg, tp, recompute, 0, B, T, false),
+                      [&](DeviceBuffer&, size_t n, ActPart part) {
+                        (part == ActPart::Layer        ? p.per_layer
+                         : part == ActPart::Classifier ? p.classifier
+                                                       : p.other) += n;
+                      });
   p.layers = p.per_layer * cfg.n_layer;
-  p.classifier = chunk * Vl + 2 * chunk + N;  // logits chunk, its row sums; row max of all rows
-  // x0, the shared branch output, ln_f + stats, losses, token ids (int32, counted as floats),
-  // the recompute buffers, and backward's scratch (dres, dbranch, dqkv, dfch, dln).
-  p.other = N * C + N * C + N * C + 2 * N + N + 2 * N + (recompute ? 2 * N * C + N * Fl : 0) +
-            N * C + N * Cl + N * 3 * Cl + N * Fl + N * C;
   return p;
 }
 
-void GPT::ensure_acts(int B, int T) {
-  // Local (per TP rank) widths: heads, channels of those heads, MLP hidden, vocabulary shard.
-  const size_t N = (size_t)B * T, C = cfg_.n_embd, Cl = C / tp_size_, Hl = cfg_.n_head / tp_size_;
-  const size_t Fl = 4 * C / tp_size_, Vl = (size_t)cfg_.padded_vocab(tp_size_) / tp_size_;
-  const size_t att = (size_t)B * Hl * T;  // attention log-sum-exp rows
-  if (N <= acts_.cap_rows && att <= acts_.cap_att) {  // every buffer is flat: just re-stride
-    acts_.B = B;
-    acts_.T = T;
-    return;
-  }
-  // Grow to the larger of old and new needs, so alternating shapes never thrash.
-  const size_t rows = std::max(N, acts_.cap_rows), att_cap = std::max(att, acts_.cap_att);
-  Acts a;
-  a.B = B;
-  a.T = T;
-  a.cap_rows = rows;
-  a.cap_att = att_cap;
-  a.x0.resize(rows * C);
-  a.layers.resize(cfg_.n_layer);
-  const size_t saved_ln = recompute_ ? 0 : rows * C, saved_gelu = recompute_ ? 0 : rows * Fl;
-  for (auto& l : a.layers) {
-    l.ln1.resize(saved_ln), l.ln1_mean.resize(rows), l.ln1_rstd.resize(rows);
-    l.qkv.resize(rows * 3 * Cl), l.lse.resize(att_cap), l.atty.resize(rows * Cl);
-    l.x_mid.resize(rows * C);
-    l.ln2.resize(saved_ln), l.ln2_mean.resize(rows), l.ln2_rstd.resize(rows);
-    l.fch.resize(rows * Fl), l.fch_gelu.resize(saved_gelu);
-    l.x_out.resize(rows * C);
-  }
-  a.branch.resize(rows * C);
-  if (recompute_) a.rc_ln1.resize(rows * C), a.rc_ln2.resize(rows * C), a.rc_gelu.resize(rows * Fl);
-  a.lnf.resize(rows * C), a.lnf_mean.resize(rows), a.lnf_rstd.resize(rows);
-  const size_t chunk = (size_t)classifier_chunk_rows(cfg_, (int)rows, tp_size_);
-  a.logits.resize(chunk * Vl), a.losses.resize(rows);
-  a.ce_max.resize(rows), a.ce_sums.resize(2 * chunk);
-  a.dres.resize(rows * C), a.dbranch.resize(rows * Cl), a.dqkv.resize(rows * 3 * Cl);
-  a.dfch.resize(rows * Fl), a.dln.resize(rows * C);
-  a.inputs.resize(rows), a.targets.resize(rows);
-  acts_ = std::move(a);
-}
-
-// ----------------------------------------------------------------------------
-// Forward
-
-float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
-  forward_trunk(inputs, targets, B, T);
+void GPT::ensure_acts(int B, int T, bool full_logits) {
   Acts& a = acts_;
-  const int N = B * T, C = cfg_.n_embd, Vl = cfg_.padded_vocab(tp_size_) / tp_size_;
-  if (!targets) {  // sampling / inspection: every logit, [B,T,Vl]
-    if (a.logits.size() < (size_t)N * Vl) a.logits.resize((size_t)N * Vl);
-    cpu::matmul_forward(a.logits.data(), a.lnf.data(), w_.wte, nullptr, N, C, Vl);
-    return 0.f;
-  }
-  return classifier(0.f, /*grad=*/false);
-}
-
-// Embedding, the blocks and ln_f: everything before the LM head.
-void GPT::forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T) {
-  CR_CHECK(B > 0 && T > 0 && T <= cfg_.block_size, "B={} T={} block_size={}", B, T,
-           cfg_.block_size);
-  const int C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
-  const int Cl = C / P, Hl = cfg_.n_head / P, Fl = 4 * C / P;
-  const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
-  const int N = B * T;
-  for (int i = 0; i < N; i++) {
-    CR_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token {} outside vocabulary {}", inputs[i], V);
-    if (targets)
-      CR_CHECK(targets[i] >= 0 && targets[i] < V, "target token {} outside vocabulary {}",
-               targets[i], V);
-  }
-  ensure_acts(B, T);
-  Acts& a = acts_;
-  std::memcpy(a.inputs.data(), inputs, N * sizeof(int32_t));
-  if (targets) std::memcpy(a.targets.data(), targets, N * sizeof(int32_t));
-  a.has_targets = targets != nullptr;
-
-  // Vocab-parallel embedding; the position term is added by TP rank 0 only (it is summed).
-  cpu::embedding_forward(a.x0.data(), inputs, w_.wte, tp_rank_ == 0 ? w_.wpe : nullptr, B, T, C,
-                         v0, Vl);
-  reduce_tp(a.x0.data(), (size_t)N * C, "embedding.fwd");
-  // Row-parallel layers add their (replicated) bias on rank 0 only, before the all-reduce.
-  auto row_bias = [&](const float* b) { return tp_rank_ == 0 ? b : nullptr; };
-  // Each residual add is fused with the LayerNorm that reads the new stream: ln_2 after the
-  // attention branch, and ln_1 of the next block (ln_f after the last) after the MLP branch.
-  const float* x = a.x0.data();
-  cpu::layernorm_forward(ln1_buf(0), a.layers[0].ln1_mean.data(), a.layers[0].ln1_rstd.data(), x,
-                         w_.layers[0].ln1w, w_.layers[0].ln1b, N, C, cfg_.ln_eps());
-  for (int l = 0; l < cfg_.n_layer; l++) {
-    const LayerWeights& w = w_.layers[l];
-    LayerActs& la = a.layers[l];
-    cpu::matmul_forward(la.qkv.data(), ln1_buf(l), w.qkvw, w.qkvb, N, C, 3 * Cl);
-    cpu::attention_forward(la.atty.data(), la.lse.data(), la.qkv.data(), B, T, Cl, Hl);
-    cpu::matmul_forward(a.branch.data(), la.atty.data(), w.attprojw, row_bias(w.attprojb), N, Cl,
-                        C);
-    reduce_tp(a.branch.data(), (size_t)N * C, "attn.proj.fwd");
-    cpu::residual_layernorm_forward(la.x_mid.data(), ln2_buf(l), la.ln2_mean.data(),
-                                    la.ln2_rstd.data(), x, a.branch.data(), w.ln2w, w.ln2b, N, C,
-                                    cfg_.ln_eps());
-    cpu::matmul_forward(la.fch.data(), ln2_buf(l), w.fcw, w.fcb, N, C, Fl);
-    cpu::gelu_forward(gelu_buf(l), la.fch.data(), (size_t)N * Fl);
-    cpu::matmul_forward(a.branch.data(), gelu_buf(l), w.fcprojw, row_bias(w.fcprojb), N, Fl, C);
-    reduce_tp(a.branch.data(), (size_t)N * C, "mlp.proj.fwd");
-    const bool last = l + 1 == cfg_.n_layer;
-    LayerActs* next = last ? nullptr : &a.layers[l + 1];
-    cpu::residual_layernorm_forward(
-        la.x_out.data(), last ? a.lnf.data() : ln1_buf(l + 1),
-        last ? a.lnf_mean.data() : next->ln1_mean.data(),
-        last ? a.lnf_rstd.data() : next->ln1_rstd.data(), la.x_mid.data(), a.branch.data(),
-        last ? w_.lnfw : w_.layers[l + 1].ln1w, last ? w_.lnfb : w_.layers[l + 1].ln1b, N, C,
-        cfg_.ln_eps());
-    x = la.x_out.data();
-  }
+  a.B = B, a.T = T;
+  if ((int)a.layers.size() != cfg_.n_layer) a.layers.resize(cfg_.n_layer);
+  for_each_activation(a, shape_for(B, T, full_logits), [&](DeviceBuffer& buf, size_t n, ActPart) {
+    if (buf.size() >= n) return;
+    const DType t = &buf == &a.inputs || &buf == &a.targets ? DType::I32 : DType::F32;
+    buf = DeviceBuffer(be_->allocator(), t, n);
+  });
 }
 
 int GPT::classifier_chunk_rows(const ModelConfig& cfg, int N, int tp) {
@@ -343,43 +378,232 @@ int GPT::classifier_chunk_rows(const ModelConfig& cfg, int N, int tp) {
   return (int)(((size_t)N + chunks - 1) / chunks);
 }
 
+// ----------------------------------------------------------------------------
+// The family's norm: LayerNorm (gpt2) or RMSNorm (llama)
+
+void GPT::norm_forward(TensorView out, TensorView mean, TensorView rstd, TensorView x,
+                       const NormWeights& w, int N) {
+  const int C = cfg_.n_embd;
+  if (cfg_.llama())
+    be_->rmsnorm_forward(out, rstd, x, w.w, N, C, cfg_.norm_eps);
+  else
+    be_->layernorm_forward(out, mean, rstd, x, w.w, w.b, N, C, cfg_.norm_eps);
+}
+
+void GPT::residual_norm_forward(TensorView x, TensorView out, TensorView mean, TensorView rstd,
+                                TensorView a, TensorView b, const NormWeights& w, int N) {
+  const int C = cfg_.n_embd;
+  if (cfg_.llama())
+    be_->residual_rmsnorm_forward(x, out, rstd, a, b, w.w, N, C, cfg_.norm_eps);
+  else
+    be_->residual_layernorm_forward(x, out, mean, rstd, a, b, w.w, w.b, N, C, cfg_.norm_eps);
+}
+
+void GPT::norm_apply(TensorView out, TensorView x, TensorView mean, TensorView rstd,
+                     const NormWeights& w, int N) {
+  if (cfg_.llama())
+    be_->rmsnorm_apply(out, x, rstd, w.w, N, cfg_.n_embd);
+  else
+    be_->layernorm_apply(out, x, mean, rstd, w.w, w.b, N, cfg_.n_embd);
+}
+
+void GPT::norm_backward(TensorView dx, const NormWeights& g, TensorView dout, TensorView x,
+                        const NormWeights& w, TensorView mean, TensorView rstd, int N) {
+  if (cfg_.llama())
+    be_->rmsnorm_backward(dx, g.w, dout, x, w.w, rstd, N, cfg_.n_embd);
+  else
+    be_->layernorm_backward(dx, g.w, g.b, dout, x, w.w, mean, rstd, N, cfg_.n_embd);
+}
+
+// ----------------------------------------------------------------------------
+// Forward
+
+namespace {
+// Elements [first, end) of a view: a column block's start inside a row-major activation.
+TensorView from(const TensorView& v, size_t first) { return v.slice(first, v.numel() - first); }
+TensorView host_i32(const int32_t* p, size_t n) {
+  return TensorView::i32(const_cast<int32_t*>(p), {(int64_t)n});
+}
+}  // namespace
+
+float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
+  forward_trunk(inputs, targets, B, T);
+  Acts& a = acts_;
+  const int N = B * T, C = cfg_.n_embd, Vl = cfg_.padded_vocab(tp_size_) / tp_size_;
+  if (!targets) {  // sampling / inspection: every logit, [B,T,Vl]
+    ensure_acts(B, T, /*full_logits=*/true);
+    be_->matmul_forward(a.logits.view(), a.lnf.view(), w_.head, {}, N, C, Vl, Vl);
+    return 0.f;
+  }
+  return classifier(0.f, /*grad=*/false);
+}
+
+// Embedding, the blocks and the final norm: everything before the LM head. With a cache, the
+// tokens sit at positions pos0.. and attend to the cache (decoding, B = 1).
+void GPT::forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T, int pos0,
+                        KVCache* cache) {
+  CR_CHECK(B > 0 && T > 0 && pos0 >= 0 && pos0 + T <= cfg_.block_size,
+           "B={} T={} at position {}: block_size={}", B, T, pos0, cfg_.block_size);
+  const int C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
+  const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
+  const int N = B * T;
+  for (int i = 0; i < N; i++) {
+    CR_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token {} outside vocabulary {}", inputs[i], V);
+    if (targets)
+      CR_CHECK(targets[i] >= 0 && targets[i] < V, "target token {} outside vocabulary {}",
+               targets[i], V);
+  }
+  ensure_acts(B, T);
+  Acts& a = acts_;
+  be_->copy(a.inputs.view(0, N), host_i32(inputs, N));
+  if (targets) be_->copy(a.targets.view(0, N), host_i32(targets, N));
+  a.has_targets = targets != nullptr;
+
+  // Vocab-parallel embedding; learned positions (gpt2) are added by TP rank 0 only (summed).
+  const TensorView wpe =
+      w_.wpe.empty() || tp_rank_ != 0 ? TensorView{} : from(w_.wpe, (size_t)pos0 * C);
+  be_->embedding_forward(a.x0.view(), a.inputs.view(), w_.wte, wpe, B, T, C, v0, Vl);
+  reduce_tp(a.x0.view(), (size_t)N * C, "embedding.fwd");
+  norm_forward(ln1_buf(0), a.layers[0].ln1_mean.view(), a.layers[0].ln1_rstd.view(), a.x0.view(),
+               w_.layers[0].ln1, N);
+  for (int l = 0; l < cfg_.n_layer; l++)
+    block_forward(l, l == 0 ? a.x0.view() : a.layers[l - 1].x_out.view(), B, T, pos0, cache);
+}
+
+// One block. On entry ln1_buf(l) holds norm_1(x_in) (the previous block's fused residual add
+// wrote it); on exit x_out holds the new residual stream and the next norm's output is ready.
+void GPT::block_forward(int l, TensorView x_in, int B, int T, int pos0, KVCache* cache) {
+  Acts& a = acts_;
+  const LayerWeights& w = w_.layers[l];
+  LayerActs& la = a.layers[l];
+  const Shape s = shape_for(B, T, false);
+  const int N = (int)s.N, C = (int)s.C;
+  // Row-parallel layers add their (replicated) bias on rank 0 only, before the all-reduce.
+  auto row_bias = [&](const TensorView& b) { return tp_rank_ == 0 ? b : TensorView{}; };
+  // Attention branch: q | k | v side by side in one row, then attention, then the output
+  // projection (row-parallel: all-reduce).
+  for (const Projection& p : w.qkv)
+    be_->matmul_forward(from(la.qkv.view(), p.col), ln1_buf(l), p.w, p.b, N, C, p.cols, (int)s.Wqkv);
+  block_attention(l, B, T, pos0, cache);
+  be_->matmul_forward(a.branch.view(), la.atty.view(), w.attn_proj.w, row_bias(w.attn_proj.b), N,
+                      (int)s.Cla, C, C);
+  reduce_tp(a.branch.view(), (size_t)N * C, "attn.proj.fwd");
+  // Each residual add is fused with the norm that reads the new stream: norm_2 after the
+  // attention branch, and norm_1 of the next block (the final norm after the last) after the MLP.
+  residual_norm_forward(la.x_mid.view(), ln2_buf(l), la.ln2_mean.view(), la.ln2_rstd.view(), x_in,
+                        a.branch.view(), w.ln2, N);
+  for (const Projection& p : w.fc)
+    be_->matmul_forward(from(la.fch.view(), p.col), ln2_buf(l), p.w, p.b, N, C, p.cols, (int)s.Wfc);
+  mlp_activation(l, N);
+  be_->matmul_forward(a.branch.view(), act_buf(l), w.mlp_proj.w, row_bias(w.mlp_proj.b), N,
+                      (int)s.Fl, C, C);
+  reduce_tp(a.branch.view(), (size_t)N * C, "mlp.proj.fwd");
+  const bool last = l + 1 == cfg_.n_layer;
+  if (last)
+    residual_norm_forward(la.x_out.view(), a.lnf.view(), a.lnf_mean.view(), a.lnf_rstd.view(),
+                          la.x_mid.view(), a.branch.view(), w_.lnf, N);
+  else
+    residual_norm_forward(la.x_out.view(), ln1_buf(l + 1), a.layers[l + 1].ln1_mean.view(),
+                          a.layers[l + 1].ln1_rstd.view(), la.x_mid.view(), a.branch.view(),
+                          w_.layers[l + 1].ln1, N);
+}
+
+// Rotary positions (llama) on q and k, then causal attention: flash-style over the batch, or,
+// decoding, one query at a time against the cache after appending this call's keys and values.
+void GPT::block_attention(int l, int B, int T, int pos0, KVCache* cache) {
+  LayerActs& la = acts_.layers[l];
+  const Shape s = shape_for(B, T, false);
+  const int H = (int)s.Hl, Hkv = (int)s.Hkvl, hs = (int)s.hs, ld = (int)s.Wqkv;
+  if (cfg_.llama())
+    be_->rope_forward(la.qkv.view(), B, T, ld, H + Hkv, hs, cfg_.rope_theta, pos0);
+  if (!cache) {
+    be_->attention_forward(la.atty.view(), la.lse.view(), la.qkv.view(), B, T, H, Hkv, hs);
+    return;
+  }
+  CR_CHECK(B == 1 && pos0 == cache->len, "decoding: B={} at position {} with {} cached", B, pos0,
+           cache->len);
+  const size_t kv = (size_t)Hkv * hs, layer = (size_t)cfg_.block_size * kv;
+  const TensorView kc = cache->k.view(l * layer, layer), vc = cache->v.view(l * layer, layer);
+  for (int t = 0; t < T; t++) {
+    const size_t row = (size_t)t * ld;
+    be_->copy(kc.slice((pos0 + t) * kv, kv), la.qkv.view(row + (size_t)H * hs, kv));
+    be_->copy(vc.slice((pos0 + t) * kv, kv), la.qkv.view(row + (size_t)(H + Hkv) * hs, kv));
+  }
+  for (int t = 0; t < T; t++)
+    be_->attention_decode(la.atty.view((size_t)t * H * hs, (size_t)H * hs),
+                          la.qkv.view((size_t)t * ld, (size_t)H * hs), kc, vc, pos0 + t + 1, H,
+                          Hkv, hs);
+}
+
+// The MLP's nonlinearity: gelu(fc) (gpt2) or silu(gate) * up (llama), into act_buf(l).
+void GPT::mlp_activation(int l, int N) {
+  const size_t Fl = cfg_.ffn_hidden_size() / tp_size_;
+  const TensorView fch = acts_.layers[l].fch.view();
+  if (cfg_.llama())
+    be_->swiglu_forward(act_buf(l), fch, N, (int)Fl);
+  else
+    be_->gelu_forward(act_buf(l), fch, (size_t)N * Fl);
+}
+
+KVCache GPT::make_cache() const {
+  CR_CHECK(tp_size_ == 1, "generation runs on a whole (tp 1) model");
+  const size_t n = (size_t)cfg_.n_layer * cfg_.block_size * cfg_.kv_heads() * cfg_.head_size();
+  return KVCache{DeviceBuffer(be_->allocator(), DType::F32, n),
+                 DeviceBuffer(be_->allocator(), DType::F32, n), 0};
+}
+
+const float* GPT::decode(const int32_t* tokens, int n, KVCache& cache) {
+  CR_CHECK(tp_size_ == 1, "generation runs on a whole (tp 1) model");
+  CR_CHECK(n > 0 && cache.len + n <= cfg_.block_size, "context full: {} + {} tokens > {} (model.block_size)",
+           cache.len, n, cfg_.block_size);
+  forward_trunk(tokens, nullptr, 1, n, cache.len, &cache);
+  cache.len += n;
+  const int C = cfg_.n_embd, Vp = cfg_.padded_vocab();
+  Acts& a = acts_;
+  be_->matmul_forward(a.logits.view(), a.lnf.view((size_t)(n - 1) * C, C), w_.head, {}, 1, C, Vp, Vp);
+  return a.logits.f32();
+}
+
 // The LM head and the loss, in chunks of rows so the [B*T, V] logits never exist at once. Per
-// chunk: logits = ln_f(x) wte^T; the vocab-parallel cross-entropy (all-reduce(max) and
+// chunk: logits = norm_f(x) W_head^T; the vocab-parallel cross-entropy (all-reduce(max) and
 // all-reduce(sum) of row statistics); with grad, dlogits overwrite the logits in place and give
-// this chunk's rows of d ln_f(x) = dlogits wte (summed over TP shards later, in backward) and
-// its share of dwte += dlogits^T ln_f(x). Returns the mean loss.
+// this chunk's rows of d norm_f(x) = dlogits W_head (summed over TP shards later, in backward)
+// and its share of dW_head += dlogits^T norm_f(x). Returns the mean loss.
 float GPT::classifier(float loss_scale, bool grad) {
   Acts& a = acts_;
   const int N = a.B * a.T, C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
   const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
   const int n_valid = std::clamp(V - v0, 0, Vl);  // real vocabulary columns in this shard
-  const int R = chunk_rows_override_ > 0 ? std::min(chunk_rows_override_, N)
-                                         : classifier_chunk_rows(cfg_, N, P);
-  if (a.logits.size() < (size_t)R * Vl) a.logits.resize((size_t)R * Vl);
+  const int R = (int)shape_for(a.B, a.T, false).chunk;
+  std::vector<float> host(2 * (size_t)R + R);  // row statistics for the loss, on the host
   double total = 0.0;
   for (int r0 = 0; r0 < N; r0 += R) {
     const int n = std::min(R, N - r0);
     const auto tc = std::chrono::steady_clock::now();
-    float* logits = a.logits.data();
-    float* mx = a.ce_max.data() + r0;
-    float* sums = a.ce_sums.data();  // [n] sum exp, then [n] target logit
-    const int32_t* tgt = a.targets.data() + r0;
-    const float* lnf = a.lnf.data() + (size_t)r0 * C;
-    cpu::matmul_forward(logits, lnf, w_.wte, nullptr, n, C, Vl);
+    const TensorView logits = a.logits.view(0, (size_t)n * Vl);
+    const TensorView mx = a.ce_max.view(r0, n);
+    const TensorView sums = a.ce_sums.view(0, 2 * (size_t)n);  // [n] sum exp, then [n] target logit
+    const TensorView tgt = a.targets.view(r0, n);
+    const TensorView lnf = a.lnf.view((size_t)r0 * C, (size_t)n * C);
+    be_->matmul_forward(logits, lnf, w_.head, {}, n, C, Vl, Vl);
     // loss = log(sum exp(l - m)) + m - l_target
-    cpu::crossentropy_row_max(mx, logits, n, Vl, n_valid);
-    if (P > 1) tp_->all_reduce_max(mx, n, "loss.max");
-    cpu::crossentropy_row_sums(sums, logits, mx, tgt, n, Vl, v0, n_valid);
+    be_->crossentropy_row_max(mx, logits, n, Vl, n_valid);
+    if (P > 1) tp_->all_reduce_max(mx.f32(), n, "loss.max");
+    be_->crossentropy_row_sums(sums, logits, mx, tgt, n, Vl, v0, n_valid);
     reduce_tp(sums, 2 * (size_t)n, "loss.sums");
+    float* hs = host.data();  // [n] sum exp, [n] target logit, [n] row max
+    be_->copy(TensorView::f32(hs, {2 * (int64_t)n}), sums);
+    be_->copy(TensorView::f32(hs + 2 * n, {(int64_t)n}), mx);
+    float* losses = a.losses.f32() + r0;
     for (int i = 0; i < n; i++) {
-      a.losses[r0 + i] = (float)(std::log((double)sums[i]) + ((double)mx[i] - (double)sums[n + i]));
-      total += a.losses[r0 + i];
+      losses[i] = (float)(std::log((double)hs[i]) + ((double)hs[2 * n + i] - (double)hs[n + i]));
+      total += losses[i];
     }
     if (!grad) continue;
     timing_.forward += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
-    cpu::crossentropy_backward(logits, logits, mx, sums, tgt, n, Vl, v0, n_valid, loss_scale / N);
-    cpu::matmul_backward(a.dln.data() + (size_t)r0 * C, g_.wte, nullptr, logits, lnf, w_.wte, n, C,
-                         Vl);
+    be_->crossentropy_backward(logits, logits, mx, sums, tgt, n, Vl, v0, n_valid, loss_scale / N);
+    be_->matmul_backward(a.dln.view((size_t)r0 * C, (size_t)n * C), g_.head, {}, logits, lnf,
+                         w_.head, n, C, Vl, Vl, false);
   }
   return (float)(total / N);
 }
@@ -400,7 +624,7 @@ float GPT::forward_backward(const int32_t* inputs, const int32_t* targets, int B
 
 // ----------------------------------------------------------------------------
 // Backward: the forward in reverse. a.dres carries d(loss)/d(residual stream) downwards and is
-// updated in place: each LayerNorm backward adds its branch's contribution to it.
+// updated in place: each norm's backward adds its branch's contribution to it.
 
 void GPT::backward(float loss_scale) {
   CR_CHECK(acts_.B > 0 && acts_.has_targets, "backward() needs a forward() with targets before it");
@@ -413,53 +637,62 @@ void GPT::backward_trunk() {
   // The activations are consumed (the logits buffer holds dlogits): a second backward needs a
   // fresh forward.
   a.has_targets = false;
-  const int B = a.B, T = a.T, N = B * T;
-  const int C = cfg_.n_embd, P = tp_size_;
-  const int Cl = C / P, Hl = cfg_.n_head / P, Fl = 4 * C / P;
+  const int B = a.B, T = a.T, N = B * T, C = cfg_.n_embd, P = tp_size_;
   const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
 
   // The LM head is column-parallel over the vocabulary: its input gradient (from classifier())
   // is a sum over shards.
-  reduce_tp(a.dln.data(), (size_t)N * C, "lm_head.bwd");
-  const float* x_last = a.layers.back().x_out.data();
+  reduce_tp(a.dln.view(), (size_t)N * C, "lm_head.bwd");
   a.dres.zero();
-  cpu::layernorm_backward(a.dres.data(), g_.lnfw, g_.lnfb, a.dln.data(), x_last, w_.lnfw,
-                          a.lnf_mean.data(), a.lnf_rstd.data(), N, C);
+  norm_backward(a.dres.view(), g_.lnf, a.dln.view(), a.layers.back().x_out.view(), w_.lnf,
+                a.lnf_mean.view(), a.lnf_rstd.view(), N);
+  for (int l = cfg_.n_layer - 1; l >= 0; l--)
+    block_backward(l, l == 0 ? a.x0.view() : a.layers[l - 1].x_out.view());
+  // Vocab-parallel embedding backward is local: this shard's rows; wpe (gpt2) on every rank.
+  be_->embedding_backward(g_.wte, g_.wpe, a.dres.view(), a.inputs.view(), B, T, C, v0, Vl);
+}
 
-  for (int l = cfg_.n_layer - 1; l >= 0; l--) {
-    const LayerWeights& w = w_.layers[l];
-    const LayerWeights& g = g_.layers[l];
-    LayerActs& la = a.layers[l];
-    const float* x_in = l == 0 ? a.x0.data() : a.layers[l - 1].x_out.data();
-    // MLP branch: x_out = x_mid + proj(gelu(fc(ln_2(x_mid)))). With recompute, the GELU and
-    // LayerNorm outputs are rebuilt here from what was kept (bit-identical to the forward's).
-    if (recompute_) cpu::gelu_forward(gelu_buf(l), la.fch.data(), (size_t)N * Fl);
-    cpu::matmul_backward(a.dfch.data(), g.fcprojw, g.fcprojb, a.dres.data(), gelu_buf(l),
-                         w.fcprojw, N, Fl, C);
-    cpu::gelu_backward(a.dfch.data(), la.fch.data(), a.dfch.data(), (size_t)N * Fl);
-    if (recompute_)
-      cpu::layernorm_apply(ln2_buf(l), la.x_mid.data(), la.ln2_mean.data(), la.ln2_rstd.data(),
-                           w.ln2w, w.ln2b, N, C);
-    cpu::matmul_backward(a.dln.data(), g.fcw, g.fcb, a.dfch.data(), ln2_buf(l), w.fcw, N, C, Fl);
-    reduce_tp(a.dln.data(), (size_t)N * C, "mlp.fc.bwd");
-    cpu::layernorm_backward(a.dres.data(), g.ln2w, g.ln2b, a.dln.data(), la.x_mid.data(), w.ln2w,
-                            la.ln2_mean.data(), la.ln2_rstd.data(), N, C);
-    // Attention branch: x_mid = x_in + proj(attn(qkv(ln_1(x_in))))
-    cpu::matmul_backward(a.dbranch.data(), g.attprojw, g.attprojb, a.dres.data(),
-                         la.atty.data(), w.attprojw, N, Cl, C);
-    cpu::attention_backward(a.dqkv.data(), a.dbranch.data(), la.qkv.data(), la.atty.data(),
-                            la.lse.data(), B, T, Cl, Hl);
-    if (recompute_)
-      cpu::layernorm_apply(ln1_buf(l), x_in, la.ln1_mean.data(), la.ln1_rstd.data(), w.ln1w,
-                           w.ln1b, N, C);
-    cpu::matmul_backward(a.dln.data(), g.qkvw, g.qkvb, a.dqkv.data(), ln1_buf(l), w.qkvw, N, C,
-                         3 * Cl);
-    reduce_tp(a.dln.data(), (size_t)N * C, "attn.qkv.bwd");
-    cpu::layernorm_backward(a.dres.data(), g.ln1w, g.ln1b, a.dln.data(), x_in, w.ln1w,
-                            la.ln1_mean.data(), la.ln1_rstd.data(), N, C);
-  }
-  // Vocab-parallel embedding backward is local: this shard's rows; wpe on every rank.
-  cpu::embedding_backward(g_.wte, g_.wpe, a.dres.data(), a.inputs.data(), B, T, C, v0, Vl);
+// One block backward. With recompute, the MLP activation and the norm outputs are rebuilt here
+// from what was kept (bit-identical to the forward's).
+void GPT::block_backward(int l, TensorView x_in) {
+  Acts& a = acts_;
+  const LayerWeights& w = w_.layers[l];
+  const LayerWeights& g = g_.layers[l];
+  LayerActs& la = a.layers[l];
+  const Shape s = shape_for(a.B, a.T, false);
+  const int B = a.B, T = a.T, N = (int)s.N, C = (int)s.C, Fl = (int)s.Fl;
+  // MLP branch: x_out = x_mid + proj(act(fc(norm_2(x_mid)))). gpt2's GELU backward runs in place
+  // in dfch; llama's SwiGLU backward reads dact and writes [dgate | dup] into dfch.
+  if (recompute_) mlp_activation(l, N);
+  const TensorView dact = s.llama ? a.dact.view() : a.dfch.view();
+  be_->matmul_backward(dact, g.mlp_proj.w, g.mlp_proj.b, a.dres.view(), act_buf(l), w.mlp_proj.w, N,
+                       Fl, C, C, false);
+  if (s.llama)
+    be_->swiglu_backward(a.dfch.view(), la.fch.view(), dact, N, Fl);
+  else
+    be_->gelu_backward(a.dfch.view(), la.fch.view(), a.dfch.view(), (size_t)N * Fl);
+  if (recompute_) norm_apply(ln2_buf(l), la.x_mid.view(), la.ln2_mean.view(), la.ln2_rstd.view(), w.ln2, N);
+  for (size_t i = 0; i < w.fc.size(); i++)
+    be_->matmul_backward(a.dln.view(), g.fc[i].w, g.fc[i].b, from(a.dfch.view(), w.fc[i].col),
+                         ln2_buf(l), w.fc[i].w, N, C, w.fc[i].cols, (int)s.Wfc, i > 0);
+  reduce_tp(a.dln.view(), (size_t)N * C, "mlp.fc.bwd");
+  norm_backward(a.dres.view(), g.ln2, a.dln.view(), la.x_mid.view(), w.ln2, la.ln2_mean.view(),
+                la.ln2_rstd.view(), N);
+  // Attention branch: x_mid = x_in + proj(attn(qkv(norm_1(x_in))))
+  be_->matmul_backward(a.dbranch.view(), g.attn_proj.w, g.attn_proj.b, a.dres.view(),
+                       la.atty.view(), w.attn_proj.w, N, (int)s.Cla, C, C, false);
+  be_->attention_backward(a.dqkv.view(), a.dbranch.view(), la.qkv.view(), la.atty.view(),
+                          la.lse.view(), B, T, (int)s.Hl, (int)s.Hkvl, (int)s.hs);
+  if (s.llama)
+    be_->rope_backward(a.dqkv.view(), B, T, (int)s.Wqkv, (int)(s.Hl + s.Hkvl), (int)s.hs,
+                       cfg_.rope_theta, 0);
+  if (recompute_) norm_apply(ln1_buf(l), x_in, la.ln1_mean.view(), la.ln1_rstd.view(), w.ln1, N);
+  for (size_t i = 0; i < w.qkv.size(); i++)
+    be_->matmul_backward(a.dln.view(), g.qkv[i].w, g.qkv[i].b, from(a.dqkv.view(), w.qkv[i].col),
+                         ln1_buf(l), w.qkv[i].w, N, C, w.qkv[i].cols, (int)s.Wqkv, i > 0);
+  reduce_tp(a.dln.view(), (size_t)N * C, "attn.qkv.bwd");
+  norm_backward(a.dres.view(), g.ln1, a.dln.view(), x_in, w.ln1, la.ln1_mean.view(),
+                la.ln1_rstd.view(), N);
 }
 
 }  // namespace cr

@@ -1,40 +1,50 @@
-// The decoder-only transformer (GPT-2 architecture) with explicit forward and backward passes.
+// The decoder-only transformer, both families (config.h: gpt2, llama), with explicit forward and
+// backward passes written once over the backend interface (core/backend/backend.h).
 //
 // Parameters, gradients and (in core/optim) the AdamW moments each live in ONE contiguous
-// buffer, described by a ParamLayout: a named list of tensors with offsets. That flat view is
-// what the data-parallel all-reduce and the sharded checkpoint operate on; the named view is
-// what safetensors export/import and weight decay use.
+// buffer, described by a ParamLayout: the parameter table, a list of tensors with offsets and
+// the properties every consumer needs (TP split, weight decay, init, vocabulary padding, tying,
+// Hugging Face name). That flat view is what the data-parallel all-reduce and the sharded
+// checkpoint operate on; the named view is what safetensors export/import use.
 //
-// Forward, per block l (pre-LayerNorm):   x_mid = x + attn(ln_1(x));  x' = x_mid + mlp(ln_2(x_mid))
-// Loss: logits = ln_f(x_L) wte^T (the LM head is tied to the token embedding), softmax
+// Forward, per block l (pre-norm; norm = LayerNorm for gpt2, RMSNorm for llama):
+//   x_mid = x + attn(norm_1(x));   x' = x_mid + mlp(norm_2(x_mid))
+//   attn:  qkv = norm_1(x) [Wq | Wk | Wv] (+ b);  llama: RoPE on q and k;  causal softmax
+//          attention with H query heads sharing Hkv key/value heads;  out = att Wo (+ b)
+//   mlp:   gpt2: gelu(h Wfc + b) Wproj + b;   llama: (silu(h Wgate) * h Wup) Wdown
+// Loss: logits = norm_f(x_L) W_head^T (W_head = the token embedding when tied), softmax
 // cross-entropy over the real vocabulary, mean over positions.
 //
 // Tensor parallelism (Megatron-style) over tp ranks, rank p; X is replicated on every rank:
-//   attention  qkv   column-parallel by heads: rank p holds heads [p H/tp, (p+1) H/tp), i.e.
-//                    Y_p = X A_p with A = [A_1 ... A_tp]; attention runs on local heads only.
-//              proj  row-parallel: Y = sum_p Y_p A'_p -> all-reduce(sum) in forward.
-//   MLP        fc    column-parallel (4C/tp outputs), gelu local; proj row-parallel, all-reduce.
+//   attention  q, k, v column-parallel by heads: rank p holds query heads [p H/tp, (p+1) H/tp)
+//              and kv heads [p Hkv/tp, (p+1) Hkv/tp), i.e. Y_p = X A_p with A = [A_1 ... A_tp];
+//              attention runs on local heads only (query head groups stay on one rank).
+//              o/proj row-parallel: Y = sum_p Y_p A'_p -> all-reduce(sum) in forward.
+//   MLP        fc (gpt2) and gate/up (llama) column-parallel by hidden units, the activation
+//              local; proj/down row-parallel, all-reduce.
 //   backward   the conjugates: a column-parallel layer's dX = sum_p dY_p A_p^T is an
 //              all-reduce(sum) in backward; a row-parallel layer's dX_p = dY A'_p^T is local.
-//   embedding  vocab-parallel: rank p holds wte rows [p Vp/tp, (p+1) Vp/tp); lookups outside
-//              its range give 0, an all-reduce(sum) completes x0. Backward is local.
-//   LM head    tied, so vocab-parallel too: logits_p = x wte_p^T; the cross-entropy uses an
+//   embedding  vocab-parallel: rank p holds rows [p Vp/tp, (p+1) Vp/tp); lookups outside its
+//              range give 0, an all-reduce(sum) completes x0. Backward is local.
+//   LM head    vocab-parallel (tied or not): logits_p = x W_head,p^T; the cross-entropy uses an
 //              all-reduce(max) and an all-reduce(sum) of per-row statistics, never the full
-//              logits; dX = sum_p dlogits_p wte_p is an all-reduce(sum) in backward.
-// Replicated parameters (LayerNorms, wpe, row-parallel biases) get identical gradients on every
-// TP rank because everything they see is replicated.
+//              logits; dX = sum_p dlogits_p W_head,p is an all-reduce(sum) in backward.
+// Replicated parameters (norms, wpe, row-parallel biases) get identical gradients on every TP
+// rank because everything they see is replicated.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "core/backend/backend.h"
 #include "core/model/config.h"
 #include "core/model/tensor_parallel.h"
-#include "core/tensor/buffer.h"
+#include "core/tensor/tensor.h"
 
 namespace cr {
 
+// One row of the parameter table.
 struct ParamTensor {
   std::string name;                   // our name, e.g. "h.3.attn.qkv.weight"
   std::vector<int64_t> shape;         // this rank's (local) shape
@@ -42,20 +52,31 @@ struct ParamTensor {
   int shard_dim = -1;                 // split over tensor-parallel ranks along this dim; -1: replicated
   size_t offset = 0;                  // in floats, into the flat buffer
   size_t numel = 0;
-  bool decay = false;                 // AdamW weight decay applies (matmul weights and wte only)
+  bool decay = false;                 // AdamW weight decay applies (matmul weights, embedding, head)
+  float init_std = 0.f;               // N(0, init_std) at init; 0: constant init_value
+  float init_value = 0.f;             // norm gains 1, biases 0
+  int padded_dim = -1;                // the vocabulary dim, padded to padded_vocab(tp): rows past
+                                      // vocab_size are zero, not initialised, not exported; -1: none
+  bool tied = false;                  // the token embedding that also serves as the LM head
+  std::string hf_name;                // Hugging Face name (GPT2LMHeadModel / LlamaForCausalLM)
+  bool hf_transpose = false;          // stored transposed there (GPT-2's Conv1D [in, out])
+  bool hf_bias_shape = false;         // a [k, n] bias stored as [k n] there (GPT-2's fused qkv)
 };
 
-// The parameters of tensor-parallel rank tp_rank of tp (the defaults: the whole model).
-// The fused qkv weight is [3, C, C] (q|k|v stacked), so that splitting heads is splitting dim 1.
+// The parameters of tensor-parallel rank tp_rank of tp (the defaults: the whole model), in the
+// order that init draws them. gpt2's fused qkv weight is [3, C, C] (q|k|v stacked), so that
+// splitting heads is splitting dim 1; llama keeps q, k, v apart (their head counts differ).
 class ParamLayout {
  public:
   explicit ParamLayout(const ModelConfig& cfg, int tp_rank = 0, int tp = 1);
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   const ParamTensor& at(const std::string& name) const;
+  const ParamTensor* find(const std::string& name) const;
   size_t total() const { return total_; }
 
  private:
-  void add(std::string name, std::vector<int64_t> global_shape, int shard_dim, bool decay);
+  ParamTensor& add(std::string name, std::vector<int64_t> global_shape, int shard_dim, bool decay,
+                   std::string hf_name);
   int tp_rank_, tp_;
   std::vector<ParamTensor> tensors_;
   size_t total_ = 0;
@@ -67,22 +88,30 @@ void copy_shard_out(const float* global, const std::vector<int64_t>& shape, int 
 void copy_shard_in(const float* src, const std::vector<int64_t>& shape, int dim, int rank,
                    int parts, float* global);
 
-// Typed pointers into a flat buffer laid out by ParamLayout (parameters or gradients alike).
+// A linear layer that writes a column block [col, col + cols) of a wider activation.
+struct Projection {
+  TensorView w, b;  // [cols, in], [cols] (b empty: no bias)
+  int cols = 0, col = 0;
+};
+struct NormWeights {
+  TensorView w, b;  // b empty for RMSNorm
+};
+// Views into a flat buffer laid out by ParamLayout (parameters or gradients alike).
 struct LayerWeights {
-  float *ln1w, *ln1b;
-  float *qkvw, *qkvb;          // [3, C/tp, C], [3, C/tp]
-  float *attprojw, *attprojb;  // [C, C/tp], [C]
-  float *ln2w, *ln2b;
-  float *fcw, *fcb;            // [4C/tp, C], [4C/tp]
-  float *fcprojw, *fcprojb;    // [C, 4C/tp], [C]
+  NormWeights ln1, ln2;
+  std::vector<Projection> qkv;  // gpt2: the fused qkv; llama: q, k, v (into one [N, Wqkv] row)
+  Projection attn_proj;         // row-parallel output projection (o_proj)
+  std::vector<Projection> fc;   // gpt2: fc; llama: gate, up (into one [N, 2F] row)
+  Projection mlp_proj;          // row-parallel (down_proj)
 };
 struct Weights {
-  float* wte;  // [Vp/tp, C]
-  float* wpe;  // [block_size, C]
+  TensorView wte;   // [Vp/tp, C]
+  TensorView wpe;   // [block_size, C] (gpt2; empty for llama)
+  TensorView head;  // the LM head [Vp/tp, C]: wte itself when tied
   std::vector<LayerWeights> layers;
-  float *lnfw, *lnfb;
+  NormWeights lnf;
 };
-Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, float* base);
+Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, const DeviceBuffer& base);
 
 // Activation memory of one micro-batch, in floats (bytes() in bytes).
 struct ActivationPlan {
@@ -90,18 +119,25 @@ struct ActivationPlan {
   size_t per_layer = 0;   // kept for backward by each transformer block
   size_t layers = 0;      // per_layer x n_layer
   size_t classifier = 0;  // one chunk of logits and the loss's row statistics
-  size_t other = 0;       // embeddings, ln_f, shared and backward scratch
+  size_t other = 0;       // embeddings, final norm, shared and backward scratch
   size_t bytes() const { return (layers + classifier + other) * sizeof(float); }
+};
+
+// The keys and values of every layer for autoregressive decoding: [n_layer, block_size, Hkv hs].
+struct KVCache {
+  DeviceBuffer k, v;
+  int len = 0;  // positions filled
 };
 
 class GPT {
  public:
   // tp: the tensor-parallel group this rank's shard belongs to; null for the whole model.
-  explicit GPT(const ModelConfig& cfg, TensorParallelComm* tp = nullptr);
+  // backend: where parameters, activations and ops live; null for the CPU backend.
+  explicit GPT(const ModelConfig& cfg, TensorParallelComm* tp = nullptr, Backend* backend = nullptr);
 
-  // GPT-2 initialisation: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2L),
-  // zero biases, unit LayerNorm gains; padded vocabulary rows zero. Every tp layout draws the
-  // same whole model and keeps its shard, so every layout starts from the same weights.
+  // Initialisation from the parameter table: N(0, 0.02) weights, residual projections scaled by
+  // 1/sqrt(2L), zero biases, unit norm gains; padded vocabulary rows zero. Every tp layout
+  // draws the same whole model and keeps its shard, so every layout starts from the same weights.
   void init(uint64_t seed);
   // The whole model's parameters, laid out by ParamLayout(cfg) (tp 1): load this rank's shard
   // from them, or gather them from every TP rank (a collective; every rank receives them).
@@ -109,6 +145,7 @@ class GPT {
   std::vector<float> gather_full() const;
   int tp_rank() const { return tp_rank_; }
   int tp_size() const { return tp_size_; }
+  Backend& backend() const { return *be_; }
 
   // Training: forward, loss and backward in one pass, accumulating d(loss_scale * mean loss)/
   // d(params) into grads(). The LM head runs in chunks of rows (classifier_chunk_rows), each
@@ -124,23 +161,30 @@ class GPT {
   // targets. Recomputes the logits chunk by chunk (one more LM-head GEMM than forward_backward);
   // the gradients are bit-identical to forward_backward's.
   void backward(float loss_scale);
+  // Autoregressive decoding (tp 1): runs tokens[0:n] at positions cache.len.. through the same
+  // blocks, attending to the cache and appending to it; returns the last position's logits
+  // (padded_vocab() of them, the first vocab_size real).
+  const float* decode(const int32_t* tokens, int n, KVCache& cache);
+  KVCache make_cache() const;
 
   const ModelConfig& config() const { return cfg_; }
   const ParamLayout& layout() const { return layout_; }
-  float* params() { return params_.data(); }
-  float* grads() { return grads_.data(); }
-  const float* params() const { return params_.data(); }
+  float* params() { return params_.f32(); }
+  float* grads() { return grads_.f32(); }
+  const float* params() const { return params_.f32(); }
+  DeviceBuffer& param_buffer() { return params_; }
+  DeviceBuffer& grad_buffer() { return grads_; }
   size_t num_params() const { return layout_.total(); }
   void zero_grad() { grads_.zero(); }
   // [B,T,Vp/tp] after forward() without targets; with targets, the last classifier chunk.
-  const float* logits() const { return acts_.logits.data(); }
-  const float* losses() const { return acts_.losses.data(); }  // [B,T]
+  const float* logits() const { return acts_.logits.f32(); }
+  const float* losses() const { return acts_.losses.f32(); }  // [B,T]
 
   // Activation memory for a micro-batch of B x T at tp (what forward() allocates), by part.
   static ActivationPlan activation_plan(const ModelConfig& cfg, int B, int T, int tp = 1,
                                         bool recompute = false);
-  // Recompute the GELU and LayerNorm outputs in backward instead of keeping them: about 40% less
-  // activation memory for ~3% more arithmetic; results are bit-identical.
+  // Recompute the activation and norm outputs in backward instead of keeping them: about 40%
+  // less activation memory for ~3% more arithmetic; results are bit-identical.
   void set_recompute(bool on) {
     if (on != recompute_) acts_ = Acts{};
     recompute_ = on;
@@ -159,41 +203,65 @@ class GPT {
   void set_classifier_chunk_rows(int rows) { chunk_rows_override_ = rows; }
 
  private:
-  // What each layer keeps for backward. ln1, ln2 and fch_gelu are empty under recompute (the
-  // shared rc_* buffers hold the current layer's instead).
+  // What each layer keeps for backward. ln1, ln2 and act are empty under recompute (the shared
+  // rc_* buffers hold the current layer's instead). ln*_mean is unused by RMSNorm.
   struct LayerActs {
-    Buffer<float> ln1, ln1_mean, ln1_rstd, qkv, lse, atty, x_mid;
-    Buffer<float> ln2, ln2_mean, ln2_rstd, fch, fch_gelu, x_out;
+    DeviceBuffer ln1, ln1_mean, ln1_rstd, qkv, lse, atty, x_mid;
+    DeviceBuffer ln2, ln2_mean, ln2_rstd, fch, act, x_out;
   };
   struct Acts {
     int B = 0, T = 0;
-    size_t cap_rows = 0, cap_att = 0;
-    bool has_targets = false;  // forward() with targets ran and backward() has not consumed it  // allocated capacity: smaller batches reuse the buffers
-    Buffer<float> x0;      // embedding output = residual stream entering block 0
-    Buffer<float> branch;  // a branch's output before the residual add (not needed by backward)
-    Buffer<float> rc_ln1, rc_ln2, rc_gelu;  // recompute: the current layer's LN / GELU outputs
+    bool has_targets = false;  // forward() with targets ran and backward() has not consumed it
+    DeviceBuffer x0;      // embedding output = residual stream entering block 0
+    DeviceBuffer branch;  // a branch's output before the residual add (not needed by backward)
+    DeviceBuffer rc_ln1, rc_ln2, rc_act;  // recompute: the current layer's norm / MLP act outputs
     std::vector<LayerActs> layers;
-    Buffer<float> lnf, lnf_mean, lnf_rstd, logits, losses;
-    Buffer<float> ce_max, ce_sums;  // vocab-parallel cross-entropy row statistics
+    DeviceBuffer lnf, lnf_mean, lnf_rstd, logits, losses;
+    DeviceBuffer ce_max, ce_sums;  // vocab-parallel cross-entropy row statistics
     // backward scratch
-    Buffer<float> dres, dbranch, dqkv, dfch, dln;
-    Buffer<int32_t> inputs, targets;
+    DeviceBuffer dres, dbranch, dqkv, dfch, dact, dln;
+    DeviceBuffer inputs, targets;  // int32
   };
-  void ensure_acts(int B, int T);
-  float* ln1_buf(int l) { return recompute_ ? acts_.rc_ln1.data() : acts_.layers[l].ln1.data(); }
-  float* ln2_buf(int l) { return recompute_ ? acts_.rc_ln2.data() : acts_.layers[l].ln2.data(); }
-  float* gelu_buf(int l) { return recompute_ ? acts_.rc_gelu.data() : acts_.layers[l].fch_gelu.data(); }
-  void forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T);
+  // The one description of the activation buffers: calls f(buffer, floats, part) for each.
+  struct Shape;
+  template <typename F>
+  static void for_each_activation(Acts& a, const Shape& s, F&& f);
+  static Shape make_shape(const ModelConfig& cfg, int tp, bool recompute, int chunk_override, int B,
+                          int T, bool full_logits);
+  Shape shape_for(int B, int T, bool full_logits) const;
+  void ensure_acts(int B, int T, bool full_logits = false);
+  TensorView ln1_buf(int l) { return recompute_ ? acts_.rc_ln1.view() : acts_.layers[l].ln1.view(); }
+  TensorView ln2_buf(int l) { return recompute_ ? acts_.rc_ln2.view() : acts_.layers[l].ln2.view(); }
+  TensorView act_buf(int l) { return recompute_ ? acts_.rc_act.view() : acts_.layers[l].act.view(); }
+
+  // The block, written once: forward (training, evaluation, or decoding against a cache),
+  // its backward, and the pieces recompute rebuilds.
+  void forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T, int pos0 = 0,
+                     KVCache* cache = nullptr);
+  void block_forward(int l, TensorView x_in, int B, int T, int pos0, KVCache* cache);
+  void block_attention(int l, int B, int T, int pos0, KVCache* cache);
+  void mlp_activation(int l, int N);
+  void block_backward(int l, TensorView x_in);
   float classifier(float loss_scale, bool grad);
   void backward_trunk();
+  // The family's norm (LayerNorm or RMSNorm) over N rows.
+  void norm_forward(TensorView out, TensorView mean, TensorView rstd, TensorView x,
+                    const NormWeights& w, int N);
+  void residual_norm_forward(TensorView x, TensorView out, TensorView mean, TensorView rstd,
+                             TensorView a, TensorView b, const NormWeights& w, int N);
+  void norm_apply(TensorView out, TensorView x, TensorView mean, TensorView rstd,
+                  const NormWeights& w, int N);
+  void norm_backward(TensorView dx, const NormWeights& g, TensorView dout, TensorView x,
+                     const NormWeights& w, TensorView mean, TensorView rstd, int N);
 
-  void reduce_tp(float* buf, size_t n, const char* what);
+  void reduce_tp(TensorView buf, size_t n, const char* what);
 
   ModelConfig cfg_;
   TensorParallelComm* tp_;
+  Backend* be_;
   int tp_rank_, tp_size_;
   ParamLayout layout_;
-  Buffer<float> params_, grads_;
+  DeviceBuffer params_, grads_;
   Weights w_, g_;
   Acts acts_;
   int chunk_rows_override_ = 0;

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
+#include "core/backend/backend.h"
 #include "core/model/gpt.h"
-#include "core/tensor/buffer.h"
+#include "core/tensor/tensor.h"
 
 namespace cr {
 
@@ -17,20 +19,24 @@ struct AdamWConfig {
   float weight_decay = 0.1f;
 };
 
+// The moments m and v live on the backend's device, beside the parameters they update.
 class AdamW {
  public:
-  AdamW(const ParamLayout& layout, AdamWConfig cfg);
+  AdamW(const ParamLayout& layout, AdamWConfig cfg, Backend& backend = cpu_backend());
   // One update at learning rate lr; increments the step count first (bias correction uses t>=1).
+  // params and grads are flat buffers laid out by the layout, on the backend's device.
   void step(float* params, const float* grads, float lr);
   int steps_taken() const { return t_; }
   void set_steps_taken(int t) { t_ = t; }  // resuming: the bias corrections continue from t
-  Buffer<float>& m() { return m_; }
-  Buffer<float>& v() { return v_; }
+  DeviceBuffer& m() { return m_; }
+  DeviceBuffer& v() { return v_; }
 
  private:
   const ParamLayout& layout_;
   AdamWConfig cfg_;
-  Buffer<float> m_, v_;
+  Backend& be_;
+  DeviceBuffer m_, v_;
+  std::vector<Backend::AdamWSegment> segs_;  // one per tensor, with its weight decay
   int t_ = 0;
 };
 
@@ -40,10 +46,10 @@ float lr_at(int step, int max_steps, int warmup, float lr, float min_lr);
 
 // Global L2 norm of a gradient buffer; if it exceeds max_norm (> 0), scales the buffer so the
 // norm is max_norm. Returns the norm before clipping.
-float clip_grad_norm(float* grads, size_t n, float max_norm);
+float clip_grad_norm(float* grads, size_t n, float max_norm, Backend& backend = cpu_backend());
 // The same over a tensor-parallel shard: the true global norm counts every sharded tensor's
 // shards (summed over the TP group) and every replicated tensor once (from TP rank 0).
 float clip_grad_norm(const ParamLayout& layout, float* grads, float max_norm,
-                     TensorParallelComm* tp);
+                     TensorParallelComm* tp, Backend& backend = cpu_backend());
 
 }  // namespace cr

@@ -3,12 +3,11 @@
 #include <algorithm>
 #include <vector>
 
-#include "core/backend/cpu/ops.h"
 
 namespace cr {
 
-GradientSync::GradientSync(Communicator& dp, size_t bucket_bytes)
-    : dp_(dp), bucket_floats_(std::max<size_t>(1, bucket_bytes / sizeof(float))) {}
+GradientSync::GradientSync(Communicator& dp, size_t bucket_bytes, Backend& backend)
+    : dp_(dp), bucket_floats_(std::max<size_t>(1, bucket_bytes / sizeof(float))), be_(backend) {}
 
 void GradientSync::all_reduce_mean(float* grads, size_t n) {
   if (dp_.size() == 1) return;
@@ -17,7 +16,7 @@ void GradientSync::all_reduce_mean(float* grads, size_t n) {
     pending.push_back(dp_.all_reduce_async(grads + first, std::min(bucket_floats_, n - first),
                                            ReduceOp::Sum));
   for (auto& w : pending) w->wait();
-  cpu::scale(grads, n, 1.f / (float)dp_.size());
+  be_.scale(TensorView(grads, {(int64_t)n}, DType::F32, be_.device()), 1.f / (float)dp_.size());
 }
 
 }  // namespace cr

@@ -6,19 +6,21 @@
 
 #include <cstddef>
 
+#include "core/backend/backend.h"
 #include "parallel/comm/communicator.h"
 
 namespace cr {
 
 class GradientSync {
  public:
-  GradientSync(Communicator& dp, size_t bucket_bytes);
+  GradientSync(Communicator& dp, size_t bucket_bytes, Backend& backend = cpu_backend());
   // grads[n] <- mean over the DP group.
   void all_reduce_mean(float* grads, size_t n);
 
  private:
   Communicator& dp_;
   size_t bucket_floats_;
+  Backend& be_;
 };
 
 }  // namespace cr

@@ -12,7 +12,7 @@
 
 #include "core/common/rng.h"
 #include "core/model/gpt.h"
-#include "core/model/hf_gpt2.h"
+#include "core/model/hf_interchange.h"
 #include "core/optim/adamw.h"
 
 using namespace cr;

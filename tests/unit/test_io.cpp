@@ -21,7 +21,7 @@
 #include "core/common/error.h"
 #include "core/io/safetensors.h"
 #include "core/model/gpt.h"
-#include "core/model/hf_gpt2.h"
+#include "core/model/hf_interchange.h"
 #include "launcher/evaluate.h"
 
 namespace cr {

@@ -549,7 +549,7 @@ TEST(AdamW, BiasCorrectedFirstStepsMoveBySignTimesLr) {
   }
   // m and v hold the raw (uncorrected) moments.
   const float m3 = (1 - std::pow(0.9f, 3.f)) * g[0];
-  EXPECT_NEAR(opt.m()[0], m3, 1e-6f);
+  EXPECT_NEAR(opt.m().f32()[0], m3, 1e-6f);
 }
 
 // ------------------------------------------------------------------------------------------

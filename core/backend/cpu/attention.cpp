@@ -31,8 +31,9 @@ inline int causal_cols(int t, int j0, int cols) { return std::clamp(t - j0 + 1, 
 
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int H) {
-  const int hs = C / H, ld = 3 * C;
+void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H, int Hkv,
+                       int hs) {
+  const int C = H * hs, ld = (H + 2 * Hkv) * hs, group = H / Hkv;
   const float scale = 1.f / std::sqrt((float)hs);
 #pragma omp parallel
   {
@@ -41,8 +42,8 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
     for (int b = 0; b < B; b++)
       for (int h = 0; h < H; h++) {
         const float* q = qkv + (size_t)b * T * ld + h * hs;
-        const float* k = q + C;
-        const float* v = q + 2 * C;
+        const float* k = qkv + (size_t)b * T * ld + (H + h / group) * hs;  // its kv head
+        const float* v = k + Hkv * hs;
         pack_transpose(Kt.data(), k, T, hs, ld);  // [hs, T]
         for (int i0 = 0; i0 < T; i0 += kQ) {
           const int rows = std::min(kQ, T - i0), kv_end = i0 + rows;
@@ -87,32 +88,35 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                        const float* lse, int B, int T, int C, int H) {
-  const int hs = C / H, ld = 3 * C;
+                        const float* lse, int B, int T, int H, int Hkv, int hs) {
+  const int C = H * hs, ld = (H + 2 * Hkv) * hs, group = H / Hkv;
   const float scale = 1.f / std::sqrt((float)hs);
 #pragma omp parallel
   {
     std::vector<float> P((size_t)kQ * kK), dP((size_t)kQ * kK), D(T), dQ((size_t)kQ * hs);
     std::vector<float> dK((size_t)T * hs), dV((size_t)T * hs), Kt((size_t)hs * T), Vt((size_t)hs * T);
     std::vector<float> Pt((size_t)kK * kQ);
+// One thread owns a (batch, kv head): the query heads of its group add into the same dK, dV in
+// a fixed order.
 #pragma omp for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-      for (int h = 0; h < H; h++) {
-        const float* q = qkv + (size_t)b * T * ld + h * hs;
-        const float* k = q + C;
-        const float* v = q + 2 * C;
-        const float* dO = dout + (size_t)b * T * C + h * hs;
-        const float* row_lse = lse + ((size_t)b * H + h) * T;
+      for (int kvh = 0; kvh < Hkv; kvh++) {
+        const float* k = qkv + (size_t)b * T * ld + (H + kvh) * hs;
+        const float* v = k + Hkv * hs;
         pack_transpose(Kt.data(), k, T, hs, ld);
         pack_transpose(Vt.data(), v, T, hs, ld);
+        std::fill(dK.begin(), dK.end(), 0.f);
+        std::fill(dV.begin(), dV.end(), 0.f);
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        const float* q = qkv + (size_t)b * T * ld + h * hs;
+        const float* dO = dout + (size_t)b * T * C + h * hs;
+        const float* row_lse = lse + ((size_t)b * H + h) * T;
         for (int t = 0; t < T; t++) {  // D = rowsum(dO * O)
           const float* o = out + ((size_t)b * T + t) * C + h * hs;
           float d = 0.f;
           for (int i = 0; i < hs; i++) d += dO[(size_t)t * C + i] * o[i];
           D[t] = d;
         }
-        std::fill(dK.begin(), dK.end(), 0.f);
-        std::fill(dV.begin(), dV.end(), 0.f);
         for (int i0 = 0; i0 < T; i0 += kQ) {
           const int rows = std::min(kQ, T - i0), kv_end = i0 + rows;
           std::fill(dQ.begin(), dQ.end(), 0.f);
@@ -150,10 +154,11 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
           for (int r = 0; r < rows; r++)
             std::memcpy(dq + (size_t)r * ld, dQ.data() + (size_t)r * hs, hs * sizeof(float));
         }
-        float* dk = dqkv + (size_t)b * T * ld + C + h * hs;
+        }
+        float* dk = dqkv + (size_t)b * T * ld + (H + kvh) * hs;
         for (int t = 0; t < T; t++) {
           std::memcpy(dk + (size_t)t * ld, dK.data() + (size_t)t * hs, hs * sizeof(float));
-          std::memcpy(dk + (size_t)t * ld + C, dV.data() + (size_t)t * hs, hs * sizeof(float));
+          std::memcpy(dk + (size_t)t * ld + Hkv * hs, dV.data() + (size_t)t * hs, hs * sizeof(float));
         }
       }
   }
@@ -164,14 +169,14 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 namespace cr::cpu {
 
 void attention_decode(float* out, const float* q, const float* kcache, const float* vcache,
-                      int len, int C, int H) {
-  const int hs = C / H;
+                      int len, int H, int Hkv, int hs) {
+  const int ldkv = Hkv * hs, group = H / Hkv;
   const float scale = 1.f / std::sqrt((float)hs);
   std::vector<float> p(len);
   for (int h = 0; h < H; h++) {
     float mx = -INFINITY;
     for (int s = 0; s < len; s++) {
-      const float* k = kcache + (size_t)s * C + h * hs;
+      const float* k = kcache + (size_t)s * ldkv + (h / group) * hs;
       float dot = 0.f;
       for (int i = 0; i < hs; i++) dot += q[h * hs + i] * k[i];
       p[s] = dot * scale;
@@ -185,7 +190,7 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
     float* o = out + h * hs;
     for (int i = 0; i < hs; i++) o[i] = 0.f;
     for (int s = 0; s < len; s++) {
-      const float* v = vcache + (size_t)s * C + h * hs;
+      const float* v = vcache + (size_t)s * ldkv + (h / group) * hs;
       const float w = p[s] / sum;
       for (int i = 0; i < hs; i++) o[i] += w * v[i];
     }

@@ -6,28 +6,31 @@
 namespace cr::cpu {
 
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
-                    int C, int OC) {
-  gemm(false, true, N, OC, C, 1.f, inp, C, weight, C, 0.f, out, OC);
+                    int C, int OC, int ldo) {
+  if (ldo <= 0) ldo = OC;
+  gemm(false, true, N, OC, C, 1.f, inp, C, weight, C, 0.f, out, ldo);
   if (!bias) return;
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++) {
-    float* o = out + (size_t)n * OC;
+    float* o = out + (size_t)n * ldo;
     for (int j = 0; j < OC; j++) o[j] += bias[j];
   }
 }
 
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                     const float* inp, const float* weight, int N, int C, int OC) {
+                     const float* inp, const float* weight, int N, int C, int OC, int ldd,
+                     bool accumulate_dinp) {
+  if (ldd <= 0) ldd = OC;
   if (dinp)
-    gemm(false, false, N, C, OC, 1.f, dout, OC, weight, C, 0.f, dinp, C);
-  gemm(true, false, OC, C, N, 1.f, dout, OC, inp, C, 1.f, dweight, C);
+    gemm(false, false, N, C, OC, 1.f, dout, ldd, weight, C, accumulate_dinp ? 1.f : 0.f, dinp, C);
+  gemm(true, false, OC, C, N, 1.f, dout, ldd, inp, C, 1.f, dweight, C);
   if (!dbias) return;
   constexpr int kBlock = 64;  // split output channels, sum rows in order: deterministic
 #pragma omp parallel for schedule(static)
   for (int j0 = 0; j0 < OC; j0 += kBlock) {
     int j1 = j0 + kBlock < OC ? j0 + kBlock : OC;
     for (int n = 0; n < N; n++) {
-      const float* d = dout + (size_t)n * OC;
+      const float* d = dout + (size_t)n * ldd;
       for (int j = j0; j < j1; j++) dbias[j] += d[j];
     }
   }

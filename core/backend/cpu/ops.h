@@ -42,21 +42,58 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int N, int C);
 
-// out[N,OC] = inp[N,C] @ weight[OC,C]^T + bias[OC]   (bias may be null)
+// out[N,OC] = inp[N,C] @ weight[OC,C]^T + bias[OC]   (bias may be null). out's rows are ldo
+// apart (ldo >= OC), so several projections can fill the column blocks of one buffer.
 void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int N,
-                    int C, int OC);
-// dinp = dout @ weight (overwritten; may be null), dweight += dout^T @ inp, dbias += sum(dout)
+                    int C, int OC, int ldo = 0);
+// dinp = dout @ weight (overwritten, or added to when accumulate_dinp; may be null),
+// dweight += dout^T @ inp, dbias += sum(dout). dout's rows are ldd apart (ldd >= OC; 0: OC).
 void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                     const float* inp, const float* weight, int N, int C, int OC);
+                     const float* inp, const float* weight, int N, int C, int OC, int ldd = 0,
+                     bool accumulate_dinp = false);
 
-// Causal multi-head self-attention, softmax(q k^T / sqrt(hs)) v over s <= t. qkv is [B,T,3C]
-// laid out q|k|v, each split into H heads of C/H contiguous channels; out is [B,T,C]. Flash-style
-// (see attention.cpp): lse [B,H,T] receives each query's log-sum-exp of its scaled scores, which
-// is all backward needs besides q, k, v and out; no [T,T] matrix is stored.
-void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int H);
-// dqkv is overwritten.
+// RMSNorm: out = inp * rstd * weight, rstd = 1/sqrt(mean(inp^2) + eps); saves rstd [N].
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
+                     float eps);
+// Rebuilds a forward's output from its saved rstd (recompute).
+void rmsnorm_apply(float* out, const float* inp, const float* rstd, const float* weight, int N,
+                   int C);
+// x = a + b (kept), out = rmsnorm(x): the residual add fused with the norm that reads it.
+void residual_rmsnorm_forward(float* x, float* out, float* rstd, const float* a, const float* b,
+                              const float* weight, int N, int C, float eps);
+// Accumulates into dinp and dweight (like layernorm_backward).
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int N, int C);
+
+// Rotary position embedding, in place, Hugging Face's rotate-half convention (rope.cpp): rows
+// [B*T] ld floats apart, each holding n_heads heads of hs channels at its start; row t of each
+// sequence is position pos0 + t. rope_backward applies the inverse rotation to a gradient.
+void rope_forward(float* x, int B, int T, int ld, int n_heads, int hs, float theta, int pos0);
+void rope_backward(float* dx, int B, int T, int ld, int n_heads, int hs, float theta, int pos0);
+
+// SwiGLU: inp rows [gate | up] (2F), out[N,F] = silu(gate) * up. dinp [N,2F] is overwritten.
+void swiglu_forward(float* out, const float* inp, int N, int F);
+void swiglu_backward(float* dinp, const float* inp, const float* dout, int N, int F);
+
+// Causal self-attention with grouped-query heads, softmax(q k^T / sqrt(hs)) v over s <= t.
+// qkv is [B,T,(H + 2 Hkv) hs] laid out q|k|v: H query heads, then Hkv key heads, then Hkv value
+// heads, each of hs contiguous channels; query head h reads kv head h / (H / Hkv) (no copy of
+// K/V per query head). out is [B,T,H hs]. Flash-style (see attention.cpp): lse [B,H,T] receives
+// each query's log-sum-exp of its scaled scores, which is all backward needs besides q, k, v and
+// out; no [T,T] matrix is stored. Multi-head attention is Hkv = H.
+void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H, int Hkv,
+                       int hs);
+// dqkv (same layout as qkv) is overwritten.
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                        const float* lse, int B, int T, int C, int H);
+                        const float* lse, int B, int T, int H, int Hkv, int hs);
+// Multi-head attention over qkv [B,T,3C] (Hkv = H, hs = C / H).
+inline void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int H) {
+  attention_forward(out, lse, qkv, B, T, H, H, C / H);
+}
+inline void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                               const float* lse, int B, int T, int C, int H) {
+  attention_backward(dqkv, dout, qkv, out, lse, B, T, H, H, C / H);
+}
 
 // GELU, tanh approximation (GPT-2's "gelu_new").
 void gelu_forward(float* out, const float* inp, size_t n);
@@ -108,8 +145,13 @@ void scale(float* x, size_t n, float s);
 }  // namespace cr::cpu
 
 namespace cr::cpu {
-// Attention for one new query against a KV cache (autoregressive decoding): q [C], caches
-// [len, C] holding keys and values of positions 0..len-1 (the new one included); out [C].
+// Attention for one new query against a KV cache (autoregressive decoding): q [H hs], caches
+// [len, Hkv hs] holding keys and values of positions 0..len-1 (the new one included);
+// out [H hs]. Query head h reads kv head h / (H / Hkv).
 void attention_decode(float* out, const float* q, const float* kcache, const float* vcache,
-                      int len, int C, int H);
+                      int len, int H, int Hkv, int hs);
+inline void attention_decode(float* out, const float* q, const float* kcache, const float* vcache,
+                             int len, int C, int H) {
+  attention_decode(out, q, kcache, vcache, len, H, H, C / H);
+}
 }  // namespace cr::cpu

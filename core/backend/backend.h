@@ -1,0 +1,136 @@
+// The backend interface: every op the model, the generator, the optimizer and the gradient sync
+// need, one name per op, the same semantics on every backend (in the style of ggml's backend
+// tables). The CPU backend (core/backend/cpu/cpu_backend.cpp over the ops in cpu/ops.h) is the
+// oracle; a GPU backend implements the same table. Adding a backend means implementing this
+// class; nothing above it changes (no #ifdef in the model).
+//
+// Conventions, for every op:
+//   - Tensors are TensorViews on this backend's device. Shapes use llm.c's letters: B batch,
+//     T time, C channels, N = B*T rows, H query heads, Hkv key/value heads, hs head size,
+//     V real vocabulary, Vl a shard's (padded) vocabulary columns. Views are row-major and hold
+//     at least the elements the op reads or writes (checked at the entry point); an empty view
+//     stands for an optional argument (a bias, wpe).
+//   - Parameter gradients (dweight, dbias, dwte, dwpe) are ACCUMULATED (+=), so micro-batches and
+//     a tied embedding/LM head add up; *norm_backward accumulates into dinp (the residual stream
+//     gradient); every other output is OVERWRITTEN.
+//   - Preconditions (dtype, device, sizes) are checked in release builds; violations throw
+//     cr::Error naming the op and the argument.
+// The exact math of each op is documented beside its CPU implementation (core/backend/cpu/ops.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/tensor/tensor.h"
+
+namespace cr {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  virtual Device device() const = 0;
+  // Memory for DeviceBuffers on this backend's device.
+  virtual Allocator& allocator() = 0;
+  // dst <- src, same dtype and element count; either side may be host memory (Device::CPU).
+  virtual void copy(TensorView dst, TensorView src) = 0;
+  // Waits for every op issued so far (a no-op on the CPU).
+  virtual void synchronize() {}
+
+  // ---- embedding: out[b,t,:] = wte[tokens[b,t] - vocab_start,:] + wpe[t,:] ------------------
+  // Vocabulary-parallel: wte holds rows [vocab_start, vocab_start + vocab_count); other tokens
+  // contribute 0. wpe may be empty (rotary models, or TP ranks other than 0).
+  virtual void embedding_forward(TensorView out, TensorView tokens, TensorView wte, TensorView wpe,
+                                 int B, int T, int C, int vocab_start, int vocab_count) = 0;
+  virtual void embedding_backward(TensorView dwte, TensorView dwpe, TensorView dout,
+                                  TensorView tokens, int B, int T, int C, int vocab_start,
+                                  int vocab_count) = 0;
+
+  // ---- LayerNorm (mean, rstd [N] saved) and RMSNorm (rstd [N] saved) -------------------------
+  virtual void layernorm_forward(TensorView out, TensorView mean, TensorView rstd, TensorView inp,
+                                 TensorView weight, TensorView bias, int N, int C, float eps) = 0;
+  // out = layernorm(inp) from the saved statistics (activation recompute: bit-identical).
+  virtual void layernorm_apply(TensorView out, TensorView inp, TensorView mean, TensorView rstd,
+                               TensorView weight, TensorView bias, int N, int C) = 0;
+  // x = a + b (the new residual stream), out = layernorm(x), in one pass.
+  virtual void residual_layernorm_forward(TensorView x, TensorView out, TensorView mean,
+                                          TensorView rstd, TensorView a, TensorView b,
+                                          TensorView weight, TensorView bias, int N, int C,
+                                          float eps) = 0;
+  virtual void layernorm_backward(TensorView dinp, TensorView dweight, TensorView dbias,
+                                  TensorView dout, TensorView inp, TensorView weight,
+                                  TensorView mean, TensorView rstd, int N, int C) = 0;
+  virtual void rmsnorm_forward(TensorView out, TensorView rstd, TensorView inp, TensorView weight,
+                               int N, int C, float eps) = 0;
+  virtual void rmsnorm_apply(TensorView out, TensorView inp, TensorView rstd, TensorView weight,
+                             int N, int C) = 0;
+  virtual void residual_rmsnorm_forward(TensorView x, TensorView out, TensorView rstd,
+                                        TensorView a, TensorView b, TensorView weight, int N,
+                                        int C, float eps) = 0;
+  virtual void rmsnorm_backward(TensorView dinp, TensorView dweight, TensorView dout,
+                                TensorView inp, TensorView weight, TensorView rstd, int N,
+                                int C) = 0;
+
+  // ---- linear layers: out[N,OC] (rows ldo apart) = inp[N,C] weight[OC,C]^T + bias[OC] -------
+  virtual void matmul_forward(TensorView out, TensorView inp, TensorView weight, TensorView bias,
+                              int N, int C, int OC, int ldo) = 0;
+  // dinp = dout weight (overwritten, or added to with accumulate_dinp; may be empty),
+  // dweight += dout^T inp, dbias += sum over rows of dout (rows ldd apart).
+  virtual void matmul_backward(TensorView dinp, TensorView dweight, TensorView dbias,
+                               TensorView dout, TensorView inp, TensorView weight, int N, int C,
+                               int OC, int ldd, bool accumulate_dinp) = 0;
+
+  // ---- causal grouped-query attention over qkv [B,T,(H + 2 Hkv) hs] -> out [B,T,H hs] --------
+  // lse [B,H,T]: each query's log-sum-exp, all backward needs; no [T,T] matrix is stored.
+  virtual void attention_forward(TensorView out, TensorView lse, TensorView qkv, int B, int T,
+                                 int H, int Hkv, int hs) = 0;
+  virtual void attention_backward(TensorView dqkv, TensorView dout, TensorView qkv,
+                                  TensorView out, TensorView lse, int B, int T, int H, int Hkv,
+                                  int hs) = 0;
+  // One query q [H hs] against caches [len, Hkv hs] (positions 0..len-1): out [H hs].
+  virtual void attention_decode(TensorView out, TensorView q, TensorView kcache,
+                                TensorView vcache, int len, int H, int Hkv, int hs) = 0;
+  // Rotary embedding in place on the first n_heads heads of each row (rows ld apart), positions
+  // pos0 + t; rope_backward rotates a gradient back.
+  virtual void rope_forward(TensorView x, int B, int T, int ld, int n_heads, int hs, float theta,
+                            int pos0) = 0;
+  virtual void rope_backward(TensorView dx, int B, int T, int ld, int n_heads, int hs,
+                             float theta, int pos0) = 0;
+
+  // ---- element-wise ---------------------------------------------------------------------------
+  virtual void gelu_forward(TensorView out, TensorView inp, size_t n) = 0;  // tanh approximation
+  virtual void gelu_backward(TensorView dinp, TensorView inp, TensorView dout, size_t n) = 0;
+  // inp rows [gate | up] of F each: out[N,F] = silu(gate) * up; dinp [N,2F] overwritten.
+  virtual void swiglu_forward(TensorView out, TensorView inp, int N, int F) = 0;
+  virtual void swiglu_backward(TensorView dinp, TensorView inp, TensorView dout, int N, int F) = 0;
+  virtual void residual_forward(TensorView out, TensorView a, TensorView b, size_t n) = 0;
+
+  // ---- vocabulary-parallel softmax cross-entropy (see cpu/ops.h) -----------------------------
+  // A shard holds logit columns [v0, v0 + Vl) of the padded vocabulary, the first n_valid real.
+  virtual void crossentropy_row_max(TensorView row_max, TensorView logits, int N, int Vl,
+                                    int n_valid) = 0;
+  virtual void crossentropy_row_sums(TensorView sums, TensorView logits, TensorView row_max,
+                                     TensorView targets, int N, int Vl, int v0, int n_valid) = 0;
+  virtual void crossentropy_backward(TensorView dlogits, TensorView logits, TensorView row_max,
+                                     TensorView sums, TensorView targets, int N, int Vl, int v0,
+                                     int n_valid, float dloss) = 0;
+
+  // ---- optimizer and gradient norm -----------------------------------------------------------
+  // One AdamW step (PyTorch semantics) over segments [offset, offset + n) of flat buffers, each
+  // with its own weight decay; step counts from 1.
+  struct AdamWSegment {
+    size_t offset, n;
+    float weight_decay;
+  };
+  virtual void adamw_step(TensorView params, TensorView grads, TensorView m, TensorView v,
+                          const AdamWSegment* segs, size_t nsegs, float lr, float beta1,
+                          float beta2, float eps, int step) = 0;
+  // sum(x^2), accumulated in double in a fixed order; the result is returned to the host.
+  virtual double sum_squares(TensorView x) = 0;
+  virtual void scale(TensorView x, float s) = 0;  // x *= s
+};
+
+// The CPU backend (fp32, OpenMP, oneDNN GEMM): a process-wide instance.
+Backend& cpu_backend();
+
+}  // namespace cr
