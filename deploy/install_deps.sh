@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes                       # the embedded default corpus (/usr/share/games/fortunes)
   python3-torch python3-numpy    # the numerical reference in tests (/usr/bin/python3)
+  python3-venv                   # tests/reference/venv.sh: pinned transformers over python3-torch
   slurmctld slurmd slurm-client munge libpmix-dev  # tests/dist/slurm_test.sh: a one-node Slurm, srun --mpi=pmix
 )
 
