@@ -1,5 +1,10 @@
-// Writes a tiny GPT-2, one batch's gradients and a 10-step AdamW trajectory for
-// gpt2_torch_reference.py to replay in PyTorch (float64). Usage: reference_dump OUTDIR
+// Writes a tiny model, one batch's gradients and a 10-step AdamW trajectory for
+// gpt2_torch_reference.py / llama_torch_reference.py to replay in PyTorch (float64).
+// Usage: reference_dump OUTDIR [gpt2 | llama | llama-tied-bias]
+//
+// The Llama variants use grouped-query attention (4 query heads sharing 2 kv heads), RoPE,
+// RMSNorm and SwiGLU; "llama" has an untied head and no biases (the family's defaults),
+// "llama-tied-bias" a tied head, q/k/v/o biases and rope_theta 500000.
 //
 // The model is small but reaches every path: 2 layers, 4 heads, a vocabulary of 65 padded to
 // 128 (masking), gradient accumulation over 2 micro-batches, warmup + cosine schedule, and a
@@ -34,20 +39,29 @@ void random_tokens(Rng& rng, int V, std::vector<int32_t>& in, std::vector<int32_
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: reference_dump OUTDIR\n");
+  const std::string variant = argc == 3 ? argv[2] : "gpt2";
+  if (argc < 2 || argc > 3 || (variant != "gpt2" && variant != "llama" && variant != "llama-tied-bias")) {
+    fprintf(stderr, "usage: reference_dump OUTDIR [gpt2 | llama | llama-tied-bias]\n");
     return 2;
   }
   const std::string out = argv[1];
   std::filesystem::create_directories(out);
   ModelConfig mc{/*n_layer=*/2, /*n_head=*/4, /*n_embd=*/32, /*block_size=*/16, /*vocab_size=*/65};
+  if (variant != "gpt2") {
+    mc.family = ModelFamily::Llama;
+    mc.n_kv_head = 2;
+    mc.ffn_hidden = 48;
+    mc.tie_embeddings = variant == "llama-tied-bias";
+    mc.bias = variant == "llama-tied-bias";
+    if (mc.bias) mc.rope_theta = 500000.f;
+  }
   const int B = 2, T = 16, V = mc.vocab_size;
 
   GPT model(mc);
   model.init(7);
   Rng rng(11);
   for (const auto& t : model.layout().tensors()) {
-    const size_t n = t.name == "wte" ? (size_t)V * mc.n_embd : t.numel;  // padding stays zero
+    const size_t n = t.padded_dim == 0 ? (size_t)V * mc.n_embd : t.numel;  // padding stays zero
     for (size_t i = 0; i < n; i++) model.params()[t.offset + i] += (float)(0.05 * rng.normal());
   }
   save_hf_safetensors(mc, model.params(), out + "/model.safetensors");
@@ -86,6 +100,9 @@ int main(int argc, char** argv) {
     opt.step(model.params(), model.grads(), lr);
     jsteps.push_back({{"lr", lr}, {"micro_batches", micro}, {"loss", step_loss / accum}, {"grad_norm", norm}});
   }
+  ref["decay"] = nlohmann::json::array();
+  for (const auto& t : model.layout().tensors())
+    if (t.decay) ref["decay"].push_back(t.hf_name);
   ref["train"] = {{"beta1", ac.beta1}, {"beta2", ac.beta2}, {"eps", ac.eps},
                   {"weight_decay", ac.weight_decay}, {"grad_clip", grad_clip}, {"steps", jsteps}};
   std::ofstream(out + "/reference.json") << ref.dump();
