@@ -174,8 +174,17 @@ void validate_manifest(const proto::Manifest& m, const std::string& where) {
 }
 
 uint64_t model_config_hash(const ModelConfig& c) {
-  const std::string s = fmt::format("gpt2;n_layer={};n_head={};n_embd={};block_size={};vocab_size={}",
-                                    c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size);
+  // A gpt2 model with the default keys hashes as it did before the families existed, so those
+  // checkpoints keep loading.
+  std::string s = fmt::format("gpt2;n_layer={};n_head={};n_embd={};block_size={};vocab_size={}",
+                              c.n_layer, c.n_head, c.n_embd, c.block_size, c.vocab_size);
+  const ModelConfig d;
+  const bool defaults = !c.llama() && c.kv_heads() == c.n_head && c.ffn_hidden_size() == 4 * c.n_embd &&
+                        c.norm_eps == d.norm_eps && c.tie_embeddings && c.bias;
+  if (!defaults)
+    s += fmt::format(";family={};n_kv_head={};ffn_hidden={};rope_theta={};norm_eps={};tie={};bias={}",
+                     family_name(c.family), c.kv_heads(), c.ffn_hidden_size(),
+                     c.llama() ? c.rope_theta : 0.f, c.norm_eps, c.tie_embeddings, c.bias);
   uint64_t h = 1469598103934665603ull;
   for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
   return h;
@@ -188,6 +197,13 @@ proto::ModelConfig to_proto(const ModelConfig& c) {
   p.set_n_embd(c.n_embd);
   p.set_block_size(c.block_size);
   p.set_vocab_size(c.vocab_size);
+  p.set_family(family_name(c.family));
+  p.set_n_kv_head(c.n_kv_head);
+  p.set_ffn_hidden(c.ffn_hidden);
+  p.set_rope_theta(c.rope_theta);
+  p.set_norm_eps(c.norm_eps);
+  p.set_tie_embeddings(c.tie_embeddings);
+  p.set_bias(c.bias);
   return p;
 }
 
@@ -198,12 +214,28 @@ ModelConfig from_proto(const proto::ModelConfig& p) {
   c.n_embd = p.n_embd();
   c.block_size = p.block_size();
   c.vocab_size = p.vocab_size();
+  if (p.has_family()) {
+    if (p.family() != "gpt2" && p.family() != "llama")
+      CR_INPUT_ERROR("the manifest's model family '{}' is not gpt2 or llama", p.family());
+    c.family = p.family() == "llama" ? ModelFamily::Llama : ModelFamily::GPT2;
+  }
+  if (p.has_n_kv_head()) c.n_kv_head = p.n_kv_head();
+  if (p.has_ffn_hidden()) c.ffn_hidden = p.ffn_hidden();
+  if (p.has_rope_theta()) c.rope_theta = p.rope_theta();
+  if (p.has_norm_eps()) c.norm_eps = p.norm_eps();
+  if (p.has_tie_embeddings()) c.tie_embeddings = p.tie_embeddings();
+  if (p.has_bias()) c.bias = p.bias();
   return c;
 }
 
 std::string describe(const ModelConfig& c) {
-  return fmt::format("{} layers, {} heads, {} wide, context {}, vocabulary {}", c.n_layer,
-                     c.n_head, c.n_embd, c.block_size, c.vocab_size);
+  std::string s = fmt::format("{} {} layers, {} heads, {} wide, context {}, vocabulary {}",
+                              family_name(c.family), c.n_layer, c.n_head, c.n_embd, c.block_size,
+                              c.vocab_size);
+  if (c.kv_heads() != c.n_head) s += fmt::format(", {} kv heads", c.kv_heads());
+  if (c.ffn_hidden_size() != 4 * c.n_embd) s += fmt::format(", MLP {}", c.ffn_hidden_size());
+  if (!c.tie_embeddings) s += ", untied head";
+  return s;
 }
 
 }  // namespace cr

@@ -2,12 +2,12 @@
 # losses back exactly.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-CKPT_CFG=""  # set by ckpt_init: tests/dist/dist.yaml
+CKPT_CFG=""  # set by ckpt_init: tests/dist/dist.yaml, or $DIST_CONFIG there
 
 # ckpt_init CHAINRULE SOURCE_DIR: a fresh temp dir with data (see dist_init).
 ckpt_init() {
   dist_init "$1" "$2" 4000
-  CKPT_CFG="$SRC/tests/dist/dist.yaml"
+  CKPT_CFG="$SRC/tests/dist/${DIST_CONFIG:-dist.yaml}"  # DIST_CONFIG: e.g. dist_llama.yaml
 }
 
 # train_layout TP DP LOG [--set K=V ...]: `chainrule train` of the parity model at (tp, dp) under

@@ -2,7 +2,8 @@
 # Bit-exact resume. For each layout (tp,dp): train 40 steps saving every 10; separately, train
 # again, SIGKILL the job after a random step in 21..29 (on a random rank), and resume with the
 # same command. Steps 21..40 must be bit-identical to the uninterrupted run, and so must the
-# final weights. Then `launch --max-restarts` does the restart itself.
+# final weights. Then `launch --max-restarts` does the restart itself. Every run compared has the
+# same threads per rank (OMP_NUM_THREADS=1, set by dist_init): that is what bit-identity covers.
 # Usage: ckpt_resume.sh CHAINRULE SRC_DIR LAYOUT...   (LAYOUT = tp,dp)
 set -euo pipefail
 source "$(dirname "$0")/ckpt_lib.sh"
@@ -36,10 +37,14 @@ for layout in "$@"; do
   note "$tag: killed after step $kill_step on rank $kill_rank; steps 21..40 and final weights bit-identical"
 done
 
-# launch --max-restarts: the launcher restarts the failed job itself.
+# launch --max-restarts: the launcher restarts the failed job itself. Bit-identity holds for the
+# same threads per rank only (oneDNN's GEMM may round differently at 1 and 2 threads, e.g. on
+# AVX2-only CPUs), so the launched ranks get the reference runs' OMP_NUM_THREADS, not launch's
+# default of cores / ranks.
 tp=${1%,*} dp=${1#*,}
 rc=0
-CR_TEST_KILL_AT_STEP=$((21 + RANDOM % 9)) "$BIN" launch --nproc $((tp * dp)) --max-restarts 1 "$CKPT_CFG" \
+CR_TEST_KILL_AT_STEP=$((21 + RANDOM % 9)) "$BIN" launch --nproc $((tp * dp)) --threads "$OMP_NUM_THREADS" \
+  --max-restarts 1 "$CKPT_CFG" \
   --set parallel.tensor="$tp" "${COMMON[@]}" --set run.dir=relaunch --set checkpoint.dir=ck_relaunch \
   >relaunch.log 2>&1 || rc=$?
 [[ $rc -eq 0 ]] || { cat relaunch.log; fail "launch --max-restarts 1: exit $rc"; }

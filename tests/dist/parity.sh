@@ -9,7 +9,7 @@ BIN=$1 SRC=$2 LOSS_TOL=$3 WEIGHT_TOL=$4
 shift 4
 source "$(dirname "$0")/lib.sh"
 dist_init "$BIN" "$SRC" 4000
-CFG="$SRC/tests/dist/dist.yaml"
+CFG="$SRC/tests/dist/${DIST_CONFIG:-dist.yaml}"  # DIST_CONFIG: another model (dist_llama.yaml)
 
 drop=${CR_TEST_DROP_COLLECTIVE:-}
 ( unset CR_TEST_DROP_COLLECTIVE; "$BIN" train "$CFG" --set run.dir=ref >ref.log 2>&1 ) || { cat ref.log; fail "1-rank run failed"; }
