@@ -219,7 +219,10 @@ void save_hf_safetensors(const ModelConfig& cfg, const float* flat, const std::s
       transpose(src, tmp.data(), shape[1], shape[0]);
       src = tmp.data();
     }
-    w.add(t.hf_name, src, shape);
+    // An untied GPT-2 needs transformers' full GPT2LMHeadModel names ("transformer." + the trunk,
+    // beside lm_head.weight); a tied one is written as the trunk alone, like OpenAI's release.
+    const bool prefixed = !cfg.llama() && !cfg.tie_embeddings && t.name != "lm_head";
+    w.add(prefixed ? "transformer." + t.hf_name : t.hf_name, src, shape);
   }
   w.set_metadata("format", "pt");
   w.write(path);
