@@ -64,7 +64,8 @@ struct TensorView {
   }
   // Elements [first, first + n) as a 1-D view.
   TensorView slice(size_t first, size_t n) const {
-    CR_CHECK(first + n <= numel(), "slice [{}, {}) of {} elements", first, first + n, numel());
+    CR_CHECK(n <= numel() && first <= numel() - n, "slice of {} elements at {} of {} elements", n,
+             first, numel());
     return TensorView(static_cast<char*>(data) + first * dtype_size(dtype), {(int64_t)n}, dtype,
                       device);
   }

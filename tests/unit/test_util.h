@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -56,6 +57,28 @@ inline std::string input_error_of(const std::function<void()>& f) {
   }
   ADD_FAILURE() << "expected cr::InputError, nothing was thrown";
   return "";
+}
+
+// Runs f, expects a cr::Error (any kind: a failed precondition, not only bad input), returns
+// its message (empty + a test failure otherwise).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.message();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected cr::Error, got another exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected cr::Error, nothing was thrown";
+  return "";
+}
+
+// A measured error for a test's report (RecordProperty, --gtest_output=xml): "1.23e-07".
+inline std::string sci(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2e", x);
+  return buf;
 }
 
 inline bool contains(const std::string& s, const std::string& sub) {

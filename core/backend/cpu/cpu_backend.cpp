@@ -2,6 +2,7 @@
 // entry checks its arguments (device, dtype, sizes) and calls the op; the ops themselves stay
 // plain pointer functions so tests and benchmarks can call them directly.
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -50,6 +51,10 @@ const int32_t* I(const TensorView& v, size_t need, const char* op, const char* a
   return static_cast<const int32_t*>(v.data);
 }
 size_t z(int a, int b) { return (size_t)a * (size_t)b; }
+// The embedding rows a (vocabulary-parallel) table must hold: vocab_count of them, at least one.
+size_t rows(int vocab_count, int C) {
+  return z(std::max(1, vocab_count == INT32_MAX ? 1 : vocab_count), C);
+}
 
 class CpuBackend final : public Backend {
  public:
@@ -68,13 +73,13 @@ class CpuBackend final : public Backend {
                          int T, int C, int vocab_start, int vocab_count) override {
     const char* op = "embedding_forward";
     cpu::embedding_forward(F(out, z(B * T, C), op, "out"), I(tokens, z(B, T), op, "tokens"),
-                           F(wte, 0, op, "wte"), Fopt(wpe, z(T, C), op, "wpe"), B, T, C,
+                           F(wte, rows(vocab_count, C), op, "wte"), Fopt(wpe, z(T, C), op, "wpe"), B, T, C,
                            vocab_start, vocab_count);
   }
   void embedding_backward(TensorView dwte, TensorView dwpe, TensorView dout, TensorView tokens,
                           int B, int T, int C, int vocab_start, int vocab_count) override {
     const char* op = "embedding_backward";
-    cpu::embedding_backward(F(dwte, 0, op, "dwte"), Fopt(dwpe, z(T, C), op, "dwpe"),
+    cpu::embedding_backward(F(dwte, rows(vocab_count, C), op, "dwte"), Fopt(dwpe, z(T, C), op, "dwpe"),
                             F(dout, z(B * T, C), op, "dout"), I(tokens, z(B, T), op, "tokens"), B,
                             T, C, vocab_start, vocab_count);
   }
