@@ -46,7 +46,6 @@ struct ModelConfig {
     if (!llama()) return 4 * n_embd;
     return (8 * n_embd / 3 + 255) / 256 * 256;
   }
-  float ln_eps() const { return norm_eps; }
 };
 
 }  // namespace cr

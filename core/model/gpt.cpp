@@ -16,8 +16,22 @@ namespace cr {
 // ----------------------------------------------------------------------------
 // Parameter table
 
+void ParamLayout::check(const ModelConfig& cfg, int tp) {
+  CR_CHECK(cfg.n_layer > 0 && cfg.n_head > 0 && cfg.n_embd > 0 && cfg.block_size > 0 &&
+               cfg.vocab_size > 0 && cfg.n_kv_head >= 0 && cfg.ffn_hidden >= 0,
+           "model config must be positive");
+  CR_CHECK(cfg.n_embd % cfg.n_head == 0, "n_embd {} % n_head {}", cfg.n_embd, cfg.n_head);
+  CR_CHECK(cfg.n_head % cfg.kv_heads() == 0, "n_head {} % n_kv_head {}", cfg.n_head, cfg.kv_heads());
+  CR_CHECK(cfg.n_head % tp == 0, "n_head {} % tp {}", cfg.n_head, tp);
+  CR_CHECK(cfg.kv_heads() % tp == 0, "n_kv_head {} % tp {}", cfg.kv_heads(), tp);
+  CR_CHECK(cfg.ffn_hidden_size() % tp == 0, "ffn_hidden {} % tp {}", cfg.ffn_hidden_size(), tp);
+  CR_CHECK(!cfg.llama() || cfg.head_size() % 2 == 0,
+           "rotary embedding needs an even head size, got {}", cfg.head_size());
+}
+
 ParamLayout::ParamLayout(const ModelConfig& cfg, int tp_rank, int tp) : tp_rank_(tp_rank), tp_(tp) {
   CR_CHECK(tp >= 1 && tp_rank >= 0 && tp_rank < tp, "tp rank {} of {}", tp_rank, tp);
+  check(cfg, tp);
   const int64_t C = cfg.n_embd, Vp = cfg.padded_vocab(tp), F = cfg.ffn_hidden_size();
   const int64_t hs = cfg.head_size(), Cq = (int64_t)cfg.n_head * hs, Ckv = (int64_t)cfg.kv_heads() * hs;
   const float std = 0.02f, residual_std = 0.02f / std::sqrt(2.f * cfg.n_layer);
@@ -33,21 +47,23 @@ ParamLayout::ParamLayout(const ModelConfig& cfg, int tp_rank, int tp) : tp_rank_
   auto gain = [&](std::string n, int64_t c, std::string hf) {
     add(std::move(n), {c}, -1, false, std::move(hf)).init_value = 1.f;
   };
-  auto vocab = [&](std::string n, std::string hf, bool tied) {
+  auto vocab = [&](std::string n, std::string hf, bool tied, bool head) {
     ParamTensor& t = add(std::move(n), {Vp, C}, 0, true, std::move(hf));
-    t.init_std = std, t.padded_dim = 0, t.tied = tied;
+    t.init_std = std, t.padded_dim = 0, t.tied = tied, t.lm_head = head;
   };
 
   if (!cfg.llama()) {  // GPT-2: Hugging Face GPT2LMHeadModel names
-    vocab("wte", "wte.weight", cfg.tie_embeddings);
-    add("wpe", {cfg.block_size, C}, -1, false, "wpe.weight").init_std = std;
+    vocab("wte", "wte.weight", cfg.tie_embeddings, false);
+    ParamTensor& wpe = add("wpe", {cfg.block_size, C}, -1, false, "wpe.weight");
+    wpe.init_std = std, wpe.positions = true;
     for (int l = 0; l < cfg.n_layer; l++) {
       const std::string p = "h." + std::to_string(l) + ".";
       gain(p + "ln_1.weight", C, p + "ln_1.weight");
       bias(p + "ln_1.bias", {C}, -1, p + "ln_1.bias");
       weight(p + "attn.qkv.weight", {3, C, C}, 1, std, p + "attn.c_attn.weight");
+      tensors_.back().hf_flatten = true;  // c_attn.weight is [C, 3C]
       bias(p + "attn.qkv.bias", {3, C}, 1, p + "attn.c_attn.bias");
-      tensors_.back().hf_bias_shape = true;
+      tensors_.back().hf_flatten = true;
       weight(p + "attn.proj.weight", {C, C}, 1, residual_std, p + "attn.c_proj.weight");
       bias(p + "attn.proj.bias", {C}, -1, p + "attn.c_proj.bias");
       gain(p + "ln_2.weight", C, p + "ln_2.weight");
@@ -60,7 +76,7 @@ ParamLayout::ParamLayout(const ModelConfig& cfg, int tp_rank, int tp) : tp_rank_
     gain("ln_f.weight", C, "ln_f.weight");
     bias("ln_f.bias", {C}, -1, "ln_f.bias");
   } else {  // Llama: Hugging Face LlamaForCausalLM names, nn.Linear layout
-    vocab("wte", "model.embed_tokens.weight", cfg.tie_embeddings);
+    vocab("wte", "model.embed_tokens.weight", cfg.tie_embeddings, false);
     for (int l = 0; l < cfg.n_layer; l++) {
       const std::string p = "h." + std::to_string(l) + ".";
       const std::string hf = "model.layers." + std::to_string(l) + ".";
@@ -82,7 +98,14 @@ ParamLayout::ParamLayout(const ModelConfig& cfg, int tp_rank, int tp) : tp_rank_
     }
     gain("ln_f.weight", C, "model.norm.weight");
   }
-  if (!cfg.tie_embeddings) vocab("lm_head", "lm_head.weight", false);
+  if (!cfg.tie_embeddings) vocab("lm_head", "lm_head.weight", false, true);
+}
+
+const ParamTensor& ParamLayout::lm_head() const {
+  if (tensors_.front().tied) return tensors_.front();
+  for (const auto& t : tensors_)
+    if (t.lm_head) return t;
+  CR_THROW("the parameter table has no LM head");
 }
 
 ParamTensor& ParamLayout::add(std::string name, std::vector<int64_t> global_shape, int shard_dim,
@@ -162,7 +185,8 @@ Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, const De
   Weights w;
   w.wte = v("wte");
   w.wpe = v("wpe");
-  w.head = layout.at("wte").tied ? w.wte : v("lm_head");
+  const ParamTensor& head = layout.lm_head();
+  w.head = base.view(head.offset, head.numel);
   for (int l = 0; l < cfg.n_layer; l++) {
     const std::string h = "h." + std::to_string(l) + ".";
     LayerWeights lw;
@@ -195,17 +219,7 @@ GPT::GPT(const ModelConfig& cfg, TensorParallelComm* tp, Backend* backend)
       be_(backend ? backend : &cpu_backend()),
       tp_rank_(tp ? tp->rank() : 0),
       tp_size_(tp ? tp->size() : 1),
-      layout_(cfg, tp_rank_, tp_size_) {
-  CR_CHECK(cfg.n_layer > 0 && cfg.n_head > 0 && cfg.n_embd > 0 && cfg.block_size > 0 &&
-               cfg.vocab_size > 0,
-           "model config must be positive");
-  CR_CHECK(cfg.n_embd % cfg.n_head == 0, "n_embd {} % n_head {}", cfg.n_embd, cfg.n_head);
-  CR_CHECK(cfg.n_head % cfg.kv_heads() == 0, "n_head {} % n_kv_head {}", cfg.n_head, cfg.kv_heads());
-  CR_CHECK(cfg.n_head % tp_size_ == 0, "n_head {} % tp {}", cfg.n_head, tp_size_);
-  CR_CHECK(cfg.kv_heads() % tp_size_ == 0, "n_kv_head {} % tp {}", cfg.kv_heads(), tp_size_);
-  CR_CHECK(cfg.ffn_hidden_size() % tp_size_ == 0, "ffn_hidden {} % tp {}", cfg.ffn_hidden_size(), tp_size_);
-  CR_CHECK(!cfg.llama() || cfg.head_size() % 2 == 0, "rotary embedding needs an even head size, got {}",
-           cfg.head_size());
+      layout_(cfg, tp_rank_, tp_size_) {  // ParamLayout checks the config first
   params_ = DeviceBuffer(be_->allocator(), DType::F32, layout_.total());
   grads_ = DeviceBuffer(be_->allocator(), DType::F32, layout_.total());
   w_ = bind_weights(cfg_, layout_, params_);
@@ -314,7 +328,8 @@ GPT::Shape GPT::shape_for(int B, int T, bool full_logits) const {
   return make_shape(cfg_, tp_size_, recompute_, chunk_rows_override_, B, T, full_logits);
 }
 
-enum class ActPart { Layer, Classifier, Other };
+// Where a buffer counts in the plan; Tokens are int32 (counted with Other: 4 bytes, like a float).
+enum class ActPart { Layer, Classifier, Other, Tokens };
 
 template <typename F>
 void GPT::for_each_activation(Acts& a, const Shape& s, F&& f) {
@@ -334,7 +349,7 @@ void GPT::for_each_activation(Acts& a, const Shape& s, F&& f) {
   f(a.x0, N * C, ActPart::Other), f(a.branch, N * C, ActPart::Other);
   f(a.lnf, N * C, ActPart::Other), f(a.lnf_mean, ln_mean, ActPart::Other);
   f(a.lnf_rstd, N, ActPart::Other), f(a.losses, N, ActPart::Other);
-  f(a.inputs, N, ActPart::Other), f(a.targets, N, ActPart::Other);  // int32, 4 bytes like a float
+  f(a.inputs, N, ActPart::Tokens), f(a.targets, N, ActPart::Tokens);  // int32
   const size_t rc = s.recompute ? 1 : 0;
   f(a.rc_ln1, rc * N * C, ActPart::Other), f(a.rc_ln2, rc * N * C, ActPart::Other);
   f(a.rc_act, rc * N * s.Fl, ActPart::Other);
@@ -353,7 +368,7 @@ ActivationPlan GPT::activation_plan(const ModelConfig& cfg, int B, int T, int tp
                       [&](DeviceBuffer&, size_t n, ActPart part) {
                         (part == ActPart::Layer        ? p.per_layer
                          : part == ActPart::Classifier ? p.classifier
-                                                       : p.other) += n;
+                                                       : p.other) += n;  // Tokens: with other
                       });
   p.layers = p.per_layer * cfg.n_layer;
   return p;
@@ -363,10 +378,9 @@ void GPT::ensure_acts(int B, int T, bool full_logits) {
   Acts& a = acts_;
   a.B = B, a.T = T;
   if ((int)a.layers.size() != cfg_.n_layer) a.layers.resize(cfg_.n_layer);
-  for_each_activation(a, shape_for(B, T, full_logits), [&](DeviceBuffer& buf, size_t n, ActPart) {
+  for_each_activation(a, shape_for(B, T, full_logits), [&](DeviceBuffer& buf, size_t n, ActPart part) {
     if (buf.size() >= n) return;
-    const DType t = &buf == &a.inputs || &buf == &a.targets ? DType::I32 : DType::F32;
-    buf = DeviceBuffer(be_->allocator(), t, n);
+    buf = DeviceBuffer(be_->allocator(), part == ActPart::Tokens ? DType::I32 : DType::F32, n);
   });
 }
 
@@ -614,9 +628,11 @@ float GPT::forward_backward(const int32_t* inputs, const int32_t* targets, int B
   const auto t0 = std::chrono::steady_clock::now();
   timing_ = {};
   forward_trunk(inputs, targets, B, T);
+  be_->synchronize();  // timings of an asynchronous backend need its work done
   timing_.forward = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const float loss = classifier(loss_scale, /*grad=*/true);  // adds its forward part
   backward_trunk();
+  be_->synchronize();
   timing_.backward =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - timing_.forward;
   return loss;

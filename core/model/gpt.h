@@ -58,9 +58,11 @@ struct ParamTensor {
   int padded_dim = -1;                // the vocabulary dim, padded to padded_vocab(tp): rows past
                                       // vocab_size are zero, not initialised, not exported; -1: none
   bool tied = false;                  // the token embedding that also serves as the LM head
+  bool lm_head = false;               // the LM head (tied: the embedding row carries `tied`)
+  bool positions = false;             // a learned position table (block_size rows)
   std::string hf_name;                // Hugging Face name (GPT2LMHeadModel / LlamaForCausalLM)
   bool hf_transpose = false;          // stored transposed there (GPT-2's Conv1D [in, out])
-  bool hf_bias_shape = false;         // a [k, n] bias stored as [k n] there (GPT-2's fused qkv)
+  bool hf_flatten = false;            // dims 0 and 1 merged there (GPT-2's fused qkv [3, C, ...])
 };
 
 // The parameters of tensor-parallel rank tp_rank of tp (the defaults: the whole model), in the
@@ -72,11 +74,15 @@ class ParamLayout {
   const std::vector<ParamTensor>& tensors() const { return tensors_; }
   const ParamTensor& at(const std::string& name) const;
   const ParamTensor* find(const std::string& name) const;
+  const ParamTensor& embedding() const { return tensors_.front(); }
+  const ParamTensor& lm_head() const;  // the embedding itself when tied
   size_t total() const { return total_; }
 
  private:
   ParamTensor& add(std::string name, std::vector<int64_t> global_shape, int shard_dim, bool decay,
                    std::string hf_name);
+  // Throws a named error for a config no layout can hold (before any tensor is laid out).
+  static void check(const ModelConfig& cfg, int tp);
   int tp_rank_, tp_;
   std::vector<ParamTensor> tensors_;
   size_t total_ = 0;

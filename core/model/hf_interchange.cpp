@@ -17,12 +17,15 @@ namespace fs = std::filesystem;
 namespace {
 
 // The tensor's shape in the Hugging Face file: the real vocabulary rows only, gpt2's fused
-// [3, C, C] qkv weight as [3C, C] and its [3, C] bias as [3C], then transposed for Conv1D.
+// [3, C, C] qkv weight as [3C, C] and its [3, C] bias as [3C] (hf_flatten), then transposed for
+// Conv1D.
 std::vector<int64_t> hf_shape(const ModelConfig& cfg, const ParamTensor& t) {
   std::vector<int64_t> s = t.global_shape;
   if (t.padded_dim == 0) s[0] = cfg.vocab_size;
-  if (t.hf_bias_shape) s = {s[0] * s[1]};
-  if (s.size() == 3) s = {s[0] * s[1], s[2]};
+  if (t.hf_flatten) {
+    s[1] *= s[0];
+    s.erase(s.begin());
+  }
   if (t.hf_transpose) std::swap(s[0], s[1]);
   return s;
 }
@@ -80,9 +83,9 @@ ModelConfig read_gpt2(const ConfigReader& r) {
   c.norm_eps = (float)r.get_or<double>("layer_norm_epsilon", 1e-5);
   c.tie_embeddings = r.get_or<bool>("tie_word_embeddings", true);
   const std::string act = r.get_or<std::string>("activation_function", "gelu_new");
-  if (act != "gelu_new" && act != "gelu_pytorch_tanh")
+  if (act != "gelu_new" && act != "gelu_pytorch_tanh" && act != "gelu_fast")
     CR_INPUT_ERROR("{}: activation_function = \"{}\" is not supported (GPT-2's tanh GELU: "
-                   "\"gelu_new\" or \"gelu_pytorch_tanh\")",
+                   "\"gelu_new\", \"gelu_pytorch_tanh\" or \"gelu_fast\")",
                    r.path(), act);
   r.require("scale_attn_weights", true, "attention scores are always divided by sqrt(head size)");
   r.require("scale_attn_by_inverse_layer_idx", false, "no per-layer attention scaling");
@@ -110,7 +113,10 @@ ModelConfig read_llama(const ConfigReader& r) {
   c.rope_theta = (float)r.get_or<double>("rope_theta", 10000.0);
   c.tie_embeddings = r.get_or<bool>("tie_word_embeddings", false);
   c.bias = r.get_or<bool>("attention_bias", false);
-  r.require<std::string>("hidden_act", "silu", "the Llama MLP is SwiGLU: \"silu\"");
+  const std::string act = r.get_or<std::string>("hidden_act", "silu");
+  if (act != "silu" && act != "swish")
+    CR_INPUT_ERROR("{}: hidden_act = \"{}\" is not supported (the Llama MLP is SwiGLU: \"silu\")",
+                   r.path(), act);
   if (r.has("rope_scaling"))
     CR_INPUT_ERROR("{}: rope_scaling = {} is not supported (plain rotary positions only)",
                    r.path(), nlohmann::json(r.get<nlohmann::json>("rope_scaling")).dump());
@@ -221,7 +227,7 @@ void save_hf_safetensors(const ModelConfig& cfg, const float* flat, const std::s
     }
     // An untied GPT-2 needs transformers' full GPT2LMHeadModel names ("transformer." + the trunk,
     // beside lm_head.weight); a tied one is written as the trunk alone, like OpenAI's release.
-    const bool prefixed = !cfg.llama() && !cfg.tie_embeddings && t.name != "lm_head";
+    const bool prefixed = !cfg.llama() && !cfg.tie_embeddings && !t.lm_head;
     w.add(prefixed ? "transformer." + t.hf_name : t.hf_name, src, shape);
   }
   w.set_metadata("format", "pt");
@@ -232,18 +238,18 @@ void load_hf_safetensors(const ModelConfig& cfg, float* flat, const std::string&
                          bool crop_positions) {
   const ParamLayout layout(cfg);
   SafetensorsReader r(path);
-  const ParamTensor& wte = layout.at("wte");
+  const ParamTensor& wte = layout.embedding();
   const std::string prefix = !cfg.llama() && !r.has(wte.hf_name) && r.has("transformer." + wte.hf_name)
                                  ? "transformer."
                                  : "";
   std::set<std::string> used;
   for (const auto& t : layout.tensors()) {
-    const std::string name = t.name == "lm_head" ? t.hf_name : prefix + t.hf_name;
+    const std::string name = t.lm_head ? t.hf_name : prefix + t.hf_name;
     if (!r.has(name)) CR_INPUT_ERROR("{}: missing tensor '{}'", path, name);
     std::vector<int64_t> want = hf_shape(cfg, t);
     const auto& info = r.info(name);
     auto data = r.read_f32(name);
-    const bool positions = crop_positions && t.name == "wpe";
+    const bool positions = crop_positions && t.positions;
     if (positions && info.shape.size() == 2 && info.shape[1] == want[1] && info.shape[0] > want[0]) {
       log::info("{}: cropping the position table '{}' from {} to {} positions (model.block_size)",
                 path, name, info.shape[0], want[0]);

@@ -204,8 +204,10 @@ TEST(FastOps, RMSNormBackwardMatchesTheFormula) {
 }
 
 // RoPE against the formula written out (Hugging Face rotate-half): in each head, pair (i,
-// i + hs/2) rotated by (pos0 + t) * theta^(-2i/hs), angles in double; and at position 0 the
-// rotation is the identity, bit for bit.
+// i + hs/2) rotated by (pos0 + t) * theta^(-2i/hs), with the angle rounded to float the way
+// transformers and Meta's code compute it (inv_freq in fp32, then pos * inv_freq in fp32); the
+// angles in double differ by at most ~pos * 1e-7 rad; and at position 0 the rotation is the
+// identity, bit for bit.
 TEST(FastOps, RoPEMatchesTheFormula) {
   struct Shape { int B, T, ld, n_heads, hs, pos0; float theta; };
   // The second shape is a GQA qkv row (H = 4, Hkv = 2): q and k heads rotated, v left alone.
@@ -219,9 +221,12 @@ TEST(FastOps, RoPEMatchesTheFormula) {
         for (int h = 0; h < s.n_heads; h++)
           for (int i = 0; i < half; i++) {
             const size_t j = ((size_t)b * s.T + t) * s.ld + (size_t)h * s.hs + i;
-            const double a = (double)(s.pos0 + t) * std::pow((double)s.theta, -2.0 * i / s.hs);
+            const float inv = 1.f / (float)std::pow((double)s.theta, (double)((float)(2 * i) / (float)s.hs));
+            const double a = (double)((float)(s.pos0 + t) * inv);
             want[j] = (float)(x[j] * std::cos(a) - x[j + half] * std::sin(a));
             want[j + half] = (float)(x[j + half] * std::cos(a) + x[j] * std::sin(a));
+            const double exact = (double)(s.pos0 + t) * std::pow((double)s.theta, -2.0 * i / s.hs);
+            EXPECT_LT(std::fabs(a - exact), 1e-7 * (s.pos0 + t) + 1e-9) << "angle " << i;
           }
     cpu::rope_forward(y.data(), s.B, s.T, s.ld, s.n_heads, s.hs, s.theta, s.pos0);
     EXPECT_LT(rel_gap(y, want), 1e-6) << "ld=" << s.ld << " pos0=" << s.pos0;

@@ -3,8 +3,11 @@
 // rotated by angle pos * theta^(-2i/hs):
 //   x'[i]        = x[i] cos - x[i + hs/2] sin
 //   x'[i + hs/2] = x[i + hs/2] cos + x[i] sin
-// Backward applies the inverse rotation (the transpose) to the incoming gradient. The angles
-// are computed in double and rounded once, so forward and backward use the same cos/sin.
+// Backward applies the inverse rotation (the transpose) to the incoming gradient.
+// The angles follow the recipe of Meta's reference code and Hugging Face transformers, in fp32:
+// inv_freq = 1 / theta^(2i/hs) and angle = pos * inv_freq each rounded to float, so a model
+// imported from them sees the same rotations at long context (fp32 angles drift from exact ones
+// by ~pos * 6e-8 rad); cos and sin of that float angle are then computed exactly and rounded.
 #include <cmath>
 #include <vector>
 
@@ -21,11 +24,13 @@ void rope_tables(std::vector<float>& cs, std::vector<float>& sn, int T, int hs, 
   cs.resize((size_t)T * half);
   sn.resize((size_t)T * half);
   for (int i = 0; i < half; i++) {
-    const double inv_freq = std::pow((double)theta, -2.0 * i / hs);
+    const float exponent = (float)(2 * i) / (float)hs;
+    const float inv_freq = 1.f / (float)std::pow((double)theta, (double)exponent);
+#pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
-      const double a = (double)(pos0 + t) * inv_freq;
-      cs[(size_t)t * half + i] = (float)std::cos(a);
-      sn[(size_t)t * half + i] = (float)std::sin(a);
+      const float a = (float)(pos0 + t) * inv_freq;
+      cs[(size_t)t * half + i] = (float)std::cos((double)a);
+      sn[(size_t)t * half + i] = (float)std::sin((double)a);
     }
   }
 }
