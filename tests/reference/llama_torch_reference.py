@@ -7,7 +7,8 @@ OUTDIR holds what the C++ tool wrote: config.json (a Hugging Face LlamaConfig),
 model.safetensors (initial weights, LlamaForCausalLM names), grads.safetensors
 (C++ gradients for the grad-check batch, same names) and reference.json
 (grad-check batch + loss, the logged training steps, and "decay": the tensor
-names that get weight decay).
+names that get weight decay). Reading them, the checks below and the report are
+shared with the GPT-2 oracle: torch_reference.py.
 
 The model is Hugging Face's Llama written out independently of transformers:
 RMSNorm (x * rsqrt(mean(x^2) + eps) * w), rotary embedding in the rotate-half
@@ -33,37 +34,15 @@ O(1e-2..1) relative L2 error on the affected tensors, and in training any wrong
 update (missing decay, clipping, bias correction) shifts the loss of the
 following step by far more than 1e-4 relative.
 """
-import json
 import math
 import os
-import struct
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-LOSS_TOL, GRAD_TOL, TRAIN_TOL = 1e-5, 1e-4, 1e-4
-DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16}
-
-
-def read_safetensors(path):
-    """Return {name: float64 numpy array} from a .safetensors file."""
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    data = memoryview(blob)[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in DTYPES:
-            raise ValueError(f"{path}: {name}: unsupported dtype {info['dtype']}")
-        begin, end = info["data_offsets"]
-        arr = np.frombuffer(data[begin:end], dtype=np.dtype(DTYPES[info["dtype"]]).newbyteorder("<"))
-        out[name] = arr.reshape(info["shape"]).astype(np.float64)
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_reference as tr  # noqa: E402  (shared checks; found next to this script from any cwd)
 
 
 def normalize_config(cfg):
@@ -174,94 +153,11 @@ def forward_loss(p, cfg, inputs, targets):
     return F.cross_entropy(logits.reshape(B * T, -1), tgt.reshape(B * T))
 
 
-def make_params(weights):
-    return {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in weights.items()}
-
-
-def rel(a, b):
-    return abs(a - b) / max(abs(b), 1e-30)
-
-
-def grad_check(cfg, weights, cpp_grads, gc, failures):
-    p = make_params(weights)
-    loss = forward_loss(p, cfg, gc["inputs"], gc["targets"])
-    loss.backward()
-    loss_err = rel(gc["loss"], loss.item())
-    print(f"grad check: cpp loss {gc['loss']:.8f}  torch loss {loss.item():.8f}  rel err {loss_err:.2e}")
-    if not loss_err <= LOSS_TOL:
-        failures.append(f"grad-check loss rel err {loss_err:.2e} > {LOSS_TOL:g}")
-    for name in sorted(set(cpp_grads) - set(p)):
-        failures.append(f"unexpected gradient {name}")
-    errs = []
-    for name in p:
-        if name not in cpp_grads:
-            failures.append(f"missing gradient {name}")
-            continue
-        g_ref = p[name].grad.numpy()
-        g_cpp = cpp_grads[name]
-        if g_cpp.shape != g_ref.shape:
-            failures.append(f"gradient {name} shape {list(g_cpp.shape)} != {list(g_ref.shape)}")
-            continue
-        err = np.linalg.norm(g_ref - g_cpp) / max(np.linalg.norm(g_ref), 1e-30)
-        errs.append((err, name))
-    errs.sort(reverse=True)
-    print("worst gradient rel-L2 errors:")
-    for err, name in errs[:5]:
-        print(f"  {err:.2e}  {name}")
-    bad = [(e, n) for e, n in errs if not e <= GRAD_TOL]
-    if bad:
-        failures.append(f"{len(bad)} gradient(s) over {GRAD_TOL:g}, worst {bad[0][1]} ({bad[0][0]:.2e})")
-    return errs[0][0] if errs else float("nan")
-
-
-def train_check(cfg, weights, tr, decay_names, failures):
-    p = make_params(weights)
-    decay = [v for k, v in p.items() if k in decay_names]
-    no_decay = [v for k, v in p.items() if k not in decay_names]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tr["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=0.0, betas=(tr["beta1"], tr["beta2"]), eps=tr["eps"])
-    print(f"{'step':>4} {'lr':>10} {'cpp loss':>12} {'torch loss':>12} {'rel err':>9}"
-          f" {'cpp gnorm':>11} {'torch gnorm':>11} {'rel err':>9}")
-    worst_loss = worst_norm = 0.0
-    for s, step in enumerate(tr["steps"]):
-        opt.zero_grad(set_to_none=False)
-        mbs = step["micro_batches"]
-        losses = []
-        for mb in mbs:
-            loss = forward_loss(p, cfg, mb["inputs"], mb["targets"])
-            (loss / len(mbs)).backward()
-            losses.append(loss.item())
-        step_loss = sum(losses) / len(losses)
-        # returns the pre-clip global norm; scales by grad_clip / (norm + 1e-6) when over
-        norm = float(torch.nn.utils.clip_grad_norm_(list(p.values()), tr["grad_clip"]))
-        for g in opt.param_groups:
-            g["lr"] = step["lr"]
-        opt.step()
-        le, ne = rel(step["loss"], step_loss), rel(step["grad_norm"], norm)
-        worst_loss, worst_norm = max(worst_loss, le), max(worst_norm, ne)
-        print(f"{s:>4} {step['lr']:>10.3e} {step['loss']:>12.7f} {step_loss:>12.7f} {le:>9.2e}"
-              f" {step['grad_norm']:>11.5e} {norm:>11.5e} {ne:>9.2e}")
-        if not le <= TRAIN_TOL:
-            failures.append(f"step {s} loss rel err {le:.2e} > {TRAIN_TOL:g}")
-        if not ne <= TRAIN_TOL:
-            failures.append(f"step {s} grad_norm rel err {ne:.2e} > {TRAIN_TOL:g}")
-    return worst_loss, worst_norm
-
-
 def main(argv):
-    if len(argv) != 2 or not os.path.isdir(argv[1]):
-        print("usage: llama_torch_reference.py OUTDIR (directory with config.json, model.safetensors,"
-              " grads.safetensors, reference.json)", file=sys.stderr)
+    loaded = tr.load(argv, "llama_torch_reference.py")
+    if loaded is None:
         return 2
-    torch.set_num_threads(2)
-    d = argv[1]
-    with open(os.path.join(d, "config.json")) as f:
-        cfg = json.load(f)
-    with open(os.path.join(d, "reference.json")) as f:
-        ref = json.load(f)
-    weights = read_safetensors(os.path.join(d, "model.safetensors"))
-    cpp_grads = read_safetensors(os.path.join(d, "grads.safetensors"))
+    cfg, ref, weights, cpp_grads = loaded
 
     failures = normalize_config(cfg)
     print(f"config: V={cfg['vocab_size']} C={cfg['hidden_size']} F={cfg['intermediate_size']}"
@@ -269,16 +165,8 @@ def main(argv):
           f" hs={cfg['head_dim']} eps={cfg['rms_norm_eps']:g} theta={cfg['rope_theta']:g}"
           f" tied={cfg['tie_word_embeddings']} attention_bias={cfg['attention_bias']}")
     if failures:
-        print("FAIL: " + "; ".join(failures[:5]))
-        return 1
-    shapes = expected_shapes(cfg)
-    for name in sorted(set(weights) | set(shapes)):
-        if name not in weights:
-            failures.append(f"model.safetensors lacks {name}")
-        elif name not in shapes:
-            failures.append(f"model.safetensors has unexpected tensor {name}")
-        elif list(weights[name].shape) != shapes[name]:
-            failures.append(f"{name} shape {list(weights[name].shape)} != expected {shapes[name]}")
+        return tr.fail(failures, count_rest=False)
+    tr.check_shapes(weights, expected_shapes(cfg), failures)
     if "decay" not in ref:
         failures.append("reference.json lacks \"decay\" (the tensor names that get weight decay)")
     else:
@@ -286,23 +174,11 @@ def main(argv):
         for name in sorted(decay_names - set(weights)):
             failures.append(f"reference.json decay names unknown tensor {name}")
     if failures:
-        more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
-        print("FAIL: " + "; ".join(failures[:5]) + more)
-        return 1
+        return tr.fail(failures)
     print(f"weight decay on {len(decay_names)} of {len(weights)} tensors")
 
-    grad_check(cfg, weights, cpp_grads, ref["grad_check"], failures)
-    if not ref["train"]["steps"]:
-        failures.append("reference.json has no train steps")
-    print()
-    train_check(cfg, weights, ref["train"], decay_names, failures)
-    print()
-    if failures:
-        more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
-        print("FAIL: " + "; ".join(failures[:5]) + more)
-        return 1
-    print("PASS")
-    return 0
+    return tr.run_checks(forward_loss, cfg, weights, cpp_grads, ref, decay_names.__contains__, failures,
+                         clip=tr.torch_clip_grad_norm)
 
 
 if __name__ == "__main__":
