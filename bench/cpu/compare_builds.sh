@@ -21,7 +21,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     dir=$BASE; [[ $which == new ]] && dir=$NEW
     line=$("$dir/bin/train_bench" --config "$CONFIG" -B "$B" -T "$T" --steps "$STEPS" 2>/dev/null | tail -n 1)
     tps=$(/usr/bin/python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["tokens_per_s"], 1))' "$line")
-    echo "round $r $which: $tps tok/s"
+    echo "round $r $which: $tps tok/s  $line"
     all[$which]+="$tps "
   done
 done

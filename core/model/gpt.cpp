@@ -245,11 +245,13 @@ void GPT::init(uint64_t seed) {
 }
 
 void GPT::load_full(const float* full) {
+  // Staged through host memory one tensor at a time (the device may not be the host).
   const ParamLayout full_layout(cfg_);
-  std::vector<float> local(layout_.total());
+  std::vector<float> local;
   for (const auto& t : layout_.tensors()) {
     const float* src = full + full_layout.at(t.name).offset;
-    float* dst = local.data() + t.offset;
+    local.resize(t.numel);
+    float* dst = local.data();
     if (t.padded_dim == 0) {  // vocabulary rows: this shard's block; rows past the real ones zero
       const size_t C = (size_t)t.shape[1];
       const int64_t first = (int64_t)tp_rank_ * t.shape[0];
@@ -265,16 +267,17 @@ void GPT::load_full(const float* full) {
     } else {
       std::memcpy(dst, src, t.numel * sizeof(float));
     }
+    be_->copy(params_.view(t.offset, t.numel), TensorView::f32(dst, {(int64_t)t.numel}));
   }
-  be_->copy(params_.view(), TensorView::f32(local.data(), {(int64_t)local.size()}));
 }
 
 std::vector<float> GPT::gather_full() const {
   const ParamLayout full_layout(cfg_);
-  std::vector<float> full(full_layout.total(), 0.f), local(layout_.total()), all;
-  be_->copy(TensorView::f32(local.data(), {(int64_t)local.size()}), params_.view());
+  std::vector<float> full(full_layout.total(), 0.f), local, all;
   for (const auto& t : layout_.tensors()) {
-    const float* src = local.data() + t.offset;
+    local.resize(t.numel);
+    be_->copy(TensorView::f32(local.data(), {(int64_t)t.numel}), params_.view(t.offset, t.numel));
+    const float* src = local.data();
     const ParamTensor& ft = full_layout.at(t.name);
     float* dst = full.data() + ft.offset;
     if (tp_size_ == 1 || t.shard_dim < 0) {
