@@ -19,7 +19,7 @@ namespace {
 
 struct Field {
   const char* key;
-  std::variant<int*, int64_t*, float*, std::string*, bool*> target;
+  std::variant<int*, int64_t*, float*, std::string*, bool*, ModelFamily*> target;
   double min, max;  // inclusive range for numbers
   const char* expect;  // what a valid value looks like, for error messages
 };
@@ -33,6 +33,16 @@ std::vector<Field> schema(Config& c) {
       {"model.block_size", &c.model.block_size, 1, 1 << 20, "an integer in [1, 1048576]"},
       {"model.vocab_size", &c.model.vocab_size, 0, 1 << 24,
        "an integer in [0, 16777216] (0: take it from data.dir's tokenizer)"},
+      {"model.family", &c.model.family, 0, 0, "gpt2 or llama"},
+      {"model.n_kv_head", &c.model.n_kv_head, 0, 4096,
+       "an integer in [0, 4096] dividing model.n_head (0: model.n_head)"},
+      {"model.ffn_hidden", &c.model.ffn_hidden, 0, 1 << 20,
+       "an integer in [0, 1048576] (0: the family's default)"},
+      {"model.rope_theta", &c.model.rope_theta, 1e-30, 1e12, "a number in (0, 1e12] (llama)"},
+      {"model.norm_eps", &c.model.norm_eps, 1e-30, 1, "a number in (0, 1]"},
+      {"model.tie_embeddings", &c.model.tie_embeddings, 0, 0,
+       "true or false (LM head shares the token embedding)"},
+      {"model.bias", &c.model.bias, 0, 0, "true or false (biases in the linear layers)"},
       {"train.global_batch", &c.train.global_batch, 1, 1 << 24, "a positive integer (sequences)"},
       {"train.micro_batch", &c.train.micro_batch, 1, 1 << 20, "a positive integer (sequences)"},
       {"train.max_steps", &c.train.max_steps, 0, 1e9, "an integer >= 0"},
@@ -55,6 +65,8 @@ std::vector<Field> schema(Config& c) {
       {"run.log_every", &c.run.log_every, 1, 1e9, "a positive integer (steps)"},
       {"run.eval_every", &c.run.eval_every, 0, 1e9, "an integer >= 0 (steps; 0: only at the end)"},
       {"run.eval_batches", &c.run.eval_batches, 1, 1e9, "a positive integer (micro-batches)"},
+      {"run.final_eval_tokens", &c.run.final_eval_tokens, 0, kBig,
+       "an integer >= 0 (tokens; 0: the whole val split)"},
       {"parallel.tensor", &c.parallel.tensor, 1, 4096, "an integer in [1, 4096] dividing the rank count"},
       {"parallel.timeout_s", &c.parallel.timeout_s, 0.001, 1e6, "seconds in (0, 1e6]"},
       {"parallel.bucket_mb", &c.parallel.bucket_mb, 0.001, 1e5, "megabytes in (0, 1e5]"},
@@ -117,6 +129,16 @@ void assign(const Field& f, const YAML::Node& n, const std::string& where) {
             CR_INPUT_ERROR("{}: {} = '{}' has the wrong type, expected {}", where, f.key,
                            scalar_text(n), f.expect);
           *p = v;
+        } else if constexpr (std::is_same_v<T, ModelFamily>) {
+          const std::string name = n.IsScalar() ? n.Scalar() : "";
+          if (name == "gpt2") {
+            *p = ModelFamily::GPT2;
+          } else if (name == "llama") {
+            *p = ModelFamily::Llama;
+          } else {
+            CR_INPUT_ERROR("{}: {} = '{}' is not a model family, expected {}", where, f.key,
+                           scalar_text(n), f.expect);
+          }
         } else if constexpr (std::is_same_v<T, float>) {
           *p = parse_float(n, f, where);
         } else {
@@ -139,7 +161,9 @@ void walk(const YAML::Node& node, const std::string& prefix, const std::string& 
     const std::string where = located(file, it->first.Mark());
     if (!here.emplace(key, where).second)
       CR_INPUT_ERROR("{}: duplicate key '{}' (first set at {})", where, key, here[key]);
-    const YAML::Node& value = it->second;
+    // A copy (a Node is a handle): it->second belongs to a temporary the iterator's operator->
+    // returns, gone at the end of this statement (AddressSanitizer: stack-use-after-scope).
+    const YAML::Node value = it->second;
     auto f = fields.find(key);
     if (f != fields.end()) {
       assign(*f->second, value, where);
@@ -161,6 +185,40 @@ void walk(const YAML::Node& node, const std::string& prefix, const std::string& 
 // ----------------------------------------------------------------------------
 // Checks that involve more than one key.
 
+// What the family decides when the config does not say: llama has no biases and an untied LM
+// head (LlamaForCausalLM's defaults), gpt2 has both (GPT2LMHeadModel).
+void apply_family_defaults(Config& c, const std::map<std::string, std::string>& seen) {
+  const bool gpt2 = c.model.family == ModelFamily::GPT2;
+  if (!seen.count("model.tie_embeddings")) c.model.tie_embeddings = gpt2;
+  if (!seen.count("model.bias")) c.model.bias = gpt2;
+}
+
+// The family's own rules, each naming both values.
+void validate_family(const Config& c, const std::function<std::string(const char*)>& at) {
+  const ModelConfig& m = c.model;
+  if (m.n_kv_head > m.n_head)
+    CR_INPUT_ERROR("{}: model.n_kv_head = {} exceeds model.n_head = {}", at("model.n_kv_head"),
+                   m.n_kv_head, m.n_head);
+  if (m.n_kv_head > 0 && m.n_head % m.n_kv_head != 0)
+    CR_INPUT_ERROR("{}: model.n_kv_head = {} does not divide model.n_head = {} (each key/value "
+                   "head serves a whole group of query heads)",
+                   at("model.n_kv_head"), m.n_kv_head, m.n_head);
+  if (m.family == ModelFamily::GPT2) {
+    if (m.n_kv_head != 0 && m.n_kv_head != m.n_head)
+      CR_INPUT_ERROR("{}: model.n_kv_head = {} with model.family = gpt2, which has no grouped-query "
+                     "attention: expected 0 or model.n_head = {}",
+                     at("model.n_kv_head"), m.n_kv_head, m.n_head);
+    if (!m.bias)
+      CR_INPUT_ERROR("{}: model.bias = false with model.family = gpt2: Hugging Face GPT-2 has no "
+                     "model without biases (expected true, or model.family = llama)",
+                     at("model.bias"));
+  } else if (m.head_size() % 2 != 0) {
+    CR_INPUT_ERROR("{}: model.family = llama needs an even head size for rotary positions, but "
+                   "model.n_embd / model.n_head = {} / {} = {}",
+                   at("model.n_head"), m.n_embd, m.n_head, m.head_size());
+  }
+}
+
 void validate(const Config& c, const std::map<std::string, std::string>& seen) {
   auto at = [&](const char* key) {
     auto it = seen.find(key);
@@ -172,6 +230,7 @@ void validate(const Config& c, const std::map<std::string, std::string>& seen) {
   if (c.model.n_embd % c.model.n_head != 0)
     CR_INPUT_ERROR("{}: model.n_head = {} does not divide model.n_embd = {}", at("model.n_head"),
                    c.model.n_head, c.model.n_embd);
+  validate_family(c, at);
   if (c.train.global_batch % c.train.micro_batch != 0)
     CR_INPUT_ERROR("{}: train.global_batch = {} is not a multiple of train.micro_batch = {}",
                    at("train.global_batch"), c.train.global_batch, c.train.micro_batch);
@@ -225,6 +284,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     assign(*f->second, n, "--set " + o);
     seen[key] = "--set " + o;
   }
+  apply_family_defaults(c, seen);
   validate(c, seen);
   return c;
 }
@@ -240,6 +300,8 @@ std::string config_to_yaml(const Config& cfg) {
         [&](auto* p) {
           if constexpr (std::is_same_v<decltype(p), float*>)  // shortest decimal: 0.003, not 0.00300000003
             section[key.substr(dot + 1)] = YAML::Load(fmt::format("{}", *p));
+          else if constexpr (std::is_same_v<decltype(p), ModelFamily*>)
+            section[key.substr(dot + 1)] = family_name(*p);
           else
             section[key.substr(dot + 1)] = *p;
         },
@@ -264,6 +326,15 @@ void validate_layout(const Config& c, int world) {
     CR_INPUT_ERROR("{}: train.global_batch = {} is not a multiple of train.micro_batch x data-parallel "
                    "ranks = {} x {} (ranks {} / parallel.tensor {})",
                    c.source, c.train.global_batch, c.train.micro_batch, dp, world, tp);
+  // Tensor parallelism splits the key/value heads as well as the query heads.
+  if (c.model.kv_heads() % tp != 0)
+    CR_INPUT_ERROR("{}: parallel.tensor = {} does not divide model.n_kv_head = {}", c.source, tp,
+                   c.model.kv_heads());
+  // ... and the MLP's hidden units (fc / gate, up column-parallel).
+  if (c.model.ffn_hidden_size() % tp != 0)
+    CR_INPUT_ERROR("{}: parallel.tensor = {} does not divide the MLP width model.ffn_hidden = {}{}",
+                   c.source, tp, c.model.ffn_hidden_size(),
+                   c.model.ffn_hidden > 0 ? "" : " (the family's default)");
 }
 
 }  // namespace cr

@@ -40,6 +40,9 @@ struct RunSettings {
   int log_every = 10;
   int eval_every = 100;  // 0: evaluate only at the end
   int eval_batches = 8;  // micro-batches of validation per periodic evaluation
+  // Tokens scored by the final evaluation: a fixed prefix of full windows of block_size tokens
+  // (ceil(final_eval_tokens / block_size) of them). 0: the whole val split, ragged tails included.
+  int64_t final_eval_tokens = 0;
 };
 
 struct ParallelSettings {
@@ -55,7 +58,9 @@ struct CheckpointSettings {
 };
 
 struct Config {
-  ModelConfig model;  // model.vocab_size 0 means "take it from data.dir's tokenizer"
+  // model.vocab_size 0 means "take it from data.dir's tokenizer". model.tie_embeddings and
+  // model.bias default to the family's choice: true for gpt2, false for llama.
+  ModelConfig model;
   TrainSettings train;
   DataSettings data;
   RunSettings run;
@@ -66,7 +71,8 @@ struct Config {
 
 // Loads and validates; throws InputError with a one-line, located message.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
-// Checks what depends on the number of ranks (world % tp, global batch over micro x dp). Every
+// Checks what depends on the number of ranks (world % tp, global batch over micro x dp, key/value
+// heads over tp). Every
 // rank runs it before any collective, so a bad layout fails everywhere at once, never hangs.
 void validate_layout(const Config& cfg, int world);
 // The resolved configuration as YAML (what run.dir/config.yaml records).

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "core/common/error.h"
-#include "core/model/hf_gpt2.h"
+#include "core/model/hf_interchange.h"
 
 namespace cr {
 
@@ -31,7 +31,8 @@ nlohmann::json EvalResult::to_json(const char* prefix) const {
 }
 
 EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_batch,
-                          size_t max_windows, double bytes_per_token) {
+                          size_t max_windows, double bytes_per_token,
+                          const std::function<bool()>& stop) {
   struct Window {
     const TokenShard* shard;
     size_t start;
@@ -47,7 +48,7 @@ EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_
   if (full.empty() && tails.empty())
     CR_INPUT_ERROR("the {} split has {} tokens: nothing to evaluate (need at least 2)",
                    split.split(), split.tokens());
-  if (max_windows > 0) {  // periodic evaluation: a fixed prefix of full windows
+  if (max_windows > 0) {  // a fixed prefix of full windows
     if (full.size() > max_windows) full.resize(max_windows);
     if (!full.empty()) tails.clear();
   }
@@ -65,10 +66,20 @@ EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_
     nats += (double)mean * nb * len;
     count += (uint64_t)nb * len;
   };
-  for (size_t i = 0; i < full.size(); i += micro_batch)
-    run(&full[i], (int)std::min<size_t>(micro_batch, full.size() - i), T);
-  for (const auto& w : tails) run(&w, 1, w.len);
-  return {nats / count, count, bytes_per_token};
+  auto stopped = [&] { return stop && stop(); };
+  EvalResult r;
+  r.bytes_per_token = bytes_per_token;
+  for (size_t i = 0; i < full.size() && !r.stopped; i += micro_batch) {
+    r.stopped = stopped();
+    if (!r.stopped) run(&full[i], (int)std::min<size_t>(micro_batch, full.size() - i), T);
+  }
+  for (size_t i = 0; i < tails.size() && !r.stopped; i++) {
+    r.stopped = stopped();
+    if (!r.stopped) run(&tails[i], 1, tails[i].len);
+  }
+  r.tokens = count;
+  r.loss = count > 0 ? nats / count : std::nan("");
+  return r;
 }
 
 LoadedModel load_trained_model(const std::string& path) {
@@ -87,7 +98,7 @@ LoadedModel load_trained_model(const std::string& path) {
   }
   const fs::path cfg = dir / "config.json";
   if (!fs::exists(cfg))
-    CR_INPUT_ERROR("{}: no config.json beside the weights (GPT-2 style model config)", cfg.string());
+    CR_INPUT_ERROR("{}: no config.json beside the weights (a Hugging Face GPT-2 or Llama model config)", cfg.string());
   const ModelConfig mc = read_hf_config(cfg.string());
   out.model = std::make_unique<GPT>(mc);
   load_hf_safetensors(mc, out.model->params(), weights.string());

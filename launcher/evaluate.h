@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -17,6 +18,7 @@ struct EvalResult {
   double loss = 0;             // mean nats per token
   uint64_t tokens = 0;         // tokens scored
   double bytes_per_token = 0;  // 0 when the data dir does not record bytes
+  bool stopped = false;        // `stop` said so before every window was scored: loss is partial
   double bits_per_token() const;
   double bits_per_byte() const;  // NaN when bytes are unknown
   double perplexity() const;
@@ -24,9 +26,15 @@ struct EvalResult {
 };
 
 // Scores every token of the split in windows of T (a shorter last window per shard), in order,
-// micro_batch windows at a time. max_windows > 0 stops early (periodic evaluation in training).
+// micro_batch windows at a time. max_windows > 0 scores only the first max_windows full windows
+// (periodic evaluation, run.final_eval_tokens); the ragged tails then only when there is no full
+// window at all.
+// stop, when given, is asked before each micro-batch; true abandons the evaluation (the result
+// has stopped = true). Under several ranks the model's forward holds collectives, so stop must
+// return the same answer on every rank: the train loop makes it a collective itself.
 EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_batch,
-                          size_t max_windows, double bytes_per_token);
+                          size_t max_windows, double bytes_per_token,
+                          const std::function<bool()>& stop = {});
 
 // A trained model and what came with it, from a run dir (model.safetensors, config.json,
 // config.yaml, tokenizer) or from a bare .safetensors file with config.json beside it.

@@ -124,7 +124,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   const bool rank0 = grid.rank() == 0;
   const char* drop = std::getenv("CR_TEST_DROP_COLLECTIVE");  // negative control only
   CommTensorParallel tp_comm(*ctx.tp, drop ? drop : "");
-  GradientSync grad_sync(*ctx.dp, (size_t)(cfg.parallel.bucket_mb * 1024 * 1024));
+  Backend& backend = cpu_backend();  // where the model, its gradients and AdamW's state live
+  GradientSync grad_sync(*ctx.dp, (size_t)(cfg.parallel.bucket_mb * 1024 * 1024), backend);
   if (drop) log::warn("test fault: dropping the tensor-parallel collective '{}'", drop);
 
   // ---- data --------------------------------------------------------------------------------
@@ -150,14 +151,15 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
       info && info->val_bytes > 0 ? (double)info->val_bytes / (double)info->val_tokens : 0.0;
 
   // ---- model and optimizer -----------------------------------------------------------------
-  GPT model(mc, &tp_comm);
+  GPT model(mc, &tp_comm, &backend);
   model.set_recompute(cfg.train.recompute);
   if (cfg.train.init_from.empty()) {
     model.init((uint64_t)cfg.train.seed);
   } else {
     model.load_full(load_hf_init(mc, cfg.train.init_from).data());
   }
-  AdamW opt(model.layout(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay});
+  AdamW opt(model.layout(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay},
+            backend);
 
   // ---- resume from the latest checkpoint ---------------------------------------------------
   Progress progress(cfg.train.max_steps);
@@ -257,8 +259,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
 
   log::info("layout: {} ranks = tensor {} x data {}; {} micro-batches of {} per rank per step",
             grid.world(), grid.tp(), dp, accum, M);
-  log::info("model: {} layers, {} heads, {} wide, context {}, vocabulary {} (padded {}): {} parameters",
-            mc.n_layer, mc.n_head, mc.n_embd, mc.block_size, mc.vocab_size, mc.padded_vocab(),
+  log::info("model: {} (padded {}): {} parameters", describe(mc), mc.padded_vocab(),
             human_count((double)model.num_params()));
   log::info("data: {} train tokens ({} windows of {}), {} val tokens; {} tokens/step in {} micro-batches of {} x {}",
             human_count((double)train_split.tokens()), train_loader.num_windows(), T,
@@ -358,7 +359,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     if (!std::isfinite(loss))
       CR_INPUT_ERROR("training diverged: loss is {} at step {} (lower train.lr = {}?)", loss,
                      step + 1, cfg.train.lr);
-    const float norm = clip_grad_norm(model.layout(), model.grads(), cfg.train.grad_clip, &tp_comm);
+    const float norm =
+        clip_grad_norm(model.layout(), model.grads(), cfg.train.grad_clip, &tp_comm, backend);
     const float lr = lr_at(step, cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.lr,
                            cfg.train.min_lr);
     opt.step(model.params(), model.grads(), lr);

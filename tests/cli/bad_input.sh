@@ -74,6 +74,48 @@ EOF
     expect_error "train\.recompute = 'maybe'" 'expected true or false' \
       -- "$CR" train "$TINY" --set train.recompute=maybe
     ;;
+
+  # ---- model family keys -------------------------------------------------------------------
+  family_unknown)
+    sed 's/^  vocab_size: 0 .*/  vocab_size: 0\n  family: mistral/' "$TINY" >family.yaml
+    line=$(grep -n 'family: mistral' family.yaml | cut -d: -f1)
+    expect_error "family\.yaml:$line\b" "model\.family = 'mistral'" 'gpt2 or llama' \
+      -- "$CR" train family.yaml
+    ;;
+  n_kv_head_not_dividing)
+    sed 's/^  n_head: 2/  n_head: 4/' "$TINY" >gqa.yaml
+    expect_error '--set model\.n_kv_head=3' 'model\.n_kv_head = 3\b' 'model\.n_head = 4\b' 'divide' \
+      -- "$CR" train gqa.yaml --set model.family=llama --set model.n_kv_head=3
+    expect_error 'model\.n_kv_head = 8\b' 'exceeds model\.n_head = 4\b' \
+      -- "$CR" train gqa.yaml --set model.family=llama --set model.n_kv_head=8
+    ;;
+  n_kv_head_gpt2)
+    sed 's/^  n_head: 2/  n_head: 4/' "$TINY" >gqa.yaml
+    expect_error '--set model\.n_kv_head=2' 'model\.n_kv_head = 2\b' 'model\.family = gpt2' \
+      'model\.n_head = 4\b' -- "$CR" train gqa.yaml --set model.n_kv_head=2
+    ;;
+  gpt2_bias_false)
+    expect_error '--set model\.bias=false' 'model\.bias = false' 'model\.family = gpt2' \
+      -- "$CR" train "$TINY" --set model.bias=false
+    ;;
+  norm_eps_out_of_range)
+    expect_error 'model\.norm_eps = 0\b' 'out of range' -- "$CR" train "$TINY" --set model.norm_eps=0
+    ;;
+  launch_kv_heads_over_tensor)
+    # 4 query heads split over tp 4, but 2 key/value heads: rejected before any rank starts.
+    sed 's/^  n_head: 2/  n_head: 4/' "$TINY" >kv.yaml
+    expect_error 'parallel\.tensor = 4\b' 'model\.n_kv_head = 2\b' \
+      -- "$CR" launch --nproc 4 kv.yaml --set model.family=llama --set model.n_kv_head=2 \
+      --set parallel.tensor=4
+    ;;
+  ffn_hidden_over_tensor)
+    expect_error 'parallel\.tensor = 2\b' 'model\.ffn_hidden = 33\b' \
+      -- "$CR" launch --nproc 2 "$TINY" --set model.ffn_hidden=33 --set parallel.tensor=2
+    ;;
+  final_eval_tokens_negative)
+    expect_error 'run\.final_eval_tokens = -5\b' 'out of range' \
+      -- "$CR" train "$TINY" --set run.final_eval_tokens=-5
+    ;;
   ckpt_missing_dir)
     expect_error 'no-such-ckpt' 'no such checkpoint directory' -- "$CR" ckpt inspect no-such-ckpt
     ;;

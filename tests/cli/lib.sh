@@ -166,3 +166,21 @@ for line in open(path):
     print(m.group(1))
 EOF
 }
+
+# write_random_shard PATH N VOCAB [SEED]: an llm.c token shard (version 1, uint16) of N uniformly
+# random token ids in [0, VOCAB), like data no model can learn from (the ragged-evaluation cases).
+write_random_shard() {
+  "$PY" - "$@" <<'PYEOF'
+import array, random, struct, sys
+path, n, vocab = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+r = random.Random(int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+header = [0] * 256
+header[0], header[1], header[2] = 20240520, 1, n
+toks = array.array("H", (r.randrange(vocab) for _ in range(n)))
+if sys.byteorder != "little":
+    toks.byteswap()
+with open(path, "wb") as f:
+    f.write(struct.pack("<256i", *header))
+    f.write(toks.tobytes())
+PYEOF
+}

@@ -55,7 +55,8 @@ interrupt mpirun USR1 mpirun -np 2 --bind-to none -x OMP_NUM_THREADS -x OPENBLAS
   "$BIN" train "$CKPT_CFG" "${MAX[@]}" --set parallel.tensor=2
 continues mpirun 2 1
 
-interrupt launch TERM "$BIN" launch --nproc 2 "$CKPT_CFG" "${MAX[@]}"
+# Same threads per rank as the runs it is compared with (see lib.sh).
+interrupt launch TERM "$BIN" launch --nproc 2 --threads "$OMP_NUM_THREADS" "$CKPT_CFG" "${MAX[@]}"
 continues launch 1 2
 
 # No checkpoint.dir: the stop is reported as losing the progress, with 128 + SIGTERM.

@@ -71,6 +71,13 @@ void expect_equal(const Config& a, const Config& b) {
   EXPECT_EQ(a.model.n_embd, b.model.n_embd);
   EXPECT_EQ(a.model.block_size, b.model.block_size);
   EXPECT_EQ(a.model.vocab_size, b.model.vocab_size);
+  EXPECT_EQ(a.model.family, b.model.family);
+  EXPECT_EQ(a.model.n_kv_head, b.model.n_kv_head);
+  EXPECT_EQ(a.model.ffn_hidden, b.model.ffn_hidden);
+  EXPECT_EQ(a.model.rope_theta, b.model.rope_theta);
+  EXPECT_EQ(a.model.norm_eps, b.model.norm_eps);
+  EXPECT_EQ(a.model.tie_embeddings, b.model.tie_embeddings);
+  EXPECT_EQ(a.model.bias, b.model.bias);
   EXPECT_EQ(a.train.global_batch, b.train.global_batch);
   EXPECT_EQ(a.train.micro_batch, b.train.micro_batch);
   EXPECT_EQ(a.train.max_steps, b.train.max_steps);
@@ -89,6 +96,7 @@ void expect_equal(const Config& a, const Config& b) {
   EXPECT_EQ(a.run.log_every, b.run.log_every);
   EXPECT_EQ(a.run.eval_every, b.run.eval_every);
   EXPECT_EQ(a.run.eval_batches, b.run.eval_batches);
+  EXPECT_EQ(a.run.final_eval_tokens, b.run.final_eval_tokens);
   EXPECT_EQ(a.parallel.tensor, b.parallel.tensor);
 }
 
@@ -391,6 +399,206 @@ TEST_F(ConfigTest, ToYamlRoundTripsTheDefaults) {
   const Config loaded = load_config(write(kMinimal));
   const Config back = load_config(write(config_to_yaml(loaded), "resolved.yaml"));
   expect_equal(back, loaded);
+}
+
+// ------------------------------------------------------------------------------------------
+// Model families (model.family and the keys a Llama user expects)
+
+// kMinimal with model.n_head = 8, n_embd = 64 and the given lines appended under model:
+// (the first appended line is line 6).
+std::string family_config(const std::string& model_lines) {
+  return "model:\n"            // 1
+         "  n_layer: 2\n"      // 2
+         "  n_head: 8\n"       // 3
+         "  n_embd: 64\n"      // 4
+         "  block_size: 32\n"  // 5
+         + model_lines +
+         "data:\n"
+         "  dir: data/x\n";
+}
+
+TEST_F(ConfigTest, FamilyKeysParse) {
+  const Config c = load_config(write(family_config(
+      "  family: llama\n"
+      "  n_kv_head: 2\n"
+      "  ffn_hidden: 176\n"
+      "  rope_theta: 500000\n"
+      "  norm_eps: 1.0e-6\n"
+      "  tie_embeddings: true\n"
+      "  bias: true\n")));
+  EXPECT_EQ(c.model.family, ModelFamily::Llama);
+  EXPECT_EQ(c.model.n_kv_head, 2);
+  EXPECT_EQ(c.model.kv_heads(), 2);
+  EXPECT_EQ(c.model.ffn_hidden, 176);
+  EXPECT_EQ(c.model.ffn_hidden_size(), 176);
+  EXPECT_EQ(c.model.rope_theta, 500000.f);
+  EXPECT_EQ(c.model.norm_eps, 1e-6f);
+  EXPECT_TRUE(c.model.tie_embeddings);
+  EXPECT_TRUE(c.model.bias);
+}
+
+TEST_F(ConfigTest, FamilyDefaultsTieAndBias) {
+  // gpt2 (the default family): tied head, biases; n_kv_head 0 means n_head.
+  const Config g = load_config(write(kMinimal));
+  EXPECT_EQ(g.model.family, ModelFamily::GPT2);
+  EXPECT_TRUE(g.model.tie_embeddings);
+  EXPECT_TRUE(g.model.bias);
+  EXPECT_EQ(g.model.n_kv_head, 0);
+  EXPECT_EQ(g.model.kv_heads(), 2);
+  EXPECT_EQ(g.model.ffn_hidden_size(), 4 * 16);
+  EXPECT_EQ(load_config(write(kMinimal, "g2.yaml"), {"model.family=gpt2"}).model.bias, true);
+  // llama: untied, no biases, unless the config says otherwise (file or --set).
+  const Config l = load_config(write(family_config("  family: llama\n"), "l.yaml"));
+  EXPECT_EQ(l.model.family, ModelFamily::Llama);
+  EXPECT_FALSE(l.model.tie_embeddings);
+  EXPECT_FALSE(l.model.bias);
+  const Config l2 = load_config(write(kMinimal, "l2.yaml"),
+                                {"model.family=llama", "model.tie_embeddings=true"});
+  EXPECT_TRUE(l2.model.tie_embeddings);
+  EXPECT_FALSE(l2.model.bias);
+  const Config l3 = load_config(write(family_config("  family: llama\n  bias: true\n"), "l3.yaml"));
+  EXPECT_FALSE(l3.model.tie_embeddings);
+  EXPECT_TRUE(l3.model.bias);
+  // gpt2 may untie its head.
+  EXPECT_FALSE(load_config(write(kMinimal, "g3.yaml"), {"model.tie_embeddings=false"})
+                   .model.tie_embeddings);
+}
+
+TEST_F(ConfigTest, UnknownFamilyNamesValueAndChoices) {
+  const std::string path = write(family_config("  family: mistral\n"));
+  const std::string msg = error_of(path);
+  EXPECT_TRUE(contains(msg, path + ":6")) << msg;
+  EXPECT_TRUE(contains(msg, "model.family") && contains(msg, "'mistral'")) << msg;
+  EXPECT_TRUE(contains(msg, "gpt2 or llama")) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  for (const char* bad : {"model.family=Llama", "model.family=", "model.family=[gpt2]", "model.family=3"}) {
+    const std::string m = error_of(write(kMinimal, "s.yaml"), {bad});
+    EXPECT_TRUE(contains(m, std::string("--set ") + bad) && contains(m, "gpt2 or llama")) << m;
+  }
+}
+
+TEST_F(ConfigTest, FamilyKeysOutOfRange) {
+  struct Case {
+    const char* line;
+    const char* key;
+  };
+  for (const Case& c : {Case{"  n_kv_head: -1", "model.n_kv_head"},
+                        Case{"  n_kv_head: 5000", "model.n_kv_head"},
+                        Case{"  ffn_hidden: -4", "model.ffn_hidden"},
+                        Case{"  rope_theta: 0", "model.rope_theta"},
+                        Case{"  rope_theta: -10000", "model.rope_theta"},
+                        Case{"  norm_eps: 0", "model.norm_eps"},
+                        Case{"  norm_eps: 2", "model.norm_eps"}}) {
+    const std::string path = write(family_config(std::string(c.line) + "\n"));
+    const std::string msg = error_of(path);
+    EXPECT_TRUE(contains(msg, path + ":6") && contains(msg, c.key) && contains(msg, "range"))
+        << c.line << " -> " << msg;
+  }
+  for (const char* line : {"  bias: maybe", "  tie_embeddings: 2", "  n_kv_head: two"}) {
+    const std::string path = write(family_config(std::string(line) + "\n"), "t.yaml");
+    const std::string msg = error_of(path);
+    EXPECT_TRUE(contains(msg, path + ":6") && contains(msg, "wrong type")) << line << " -> " << msg;
+  }
+  const std::string m = error_of(write(kMinimal, "r.yaml"), {"run.final_eval_tokens=-1"});
+  EXPECT_TRUE(contains(m, "run.final_eval_tokens") && contains(m, "range")) << m;
+}
+
+TEST_F(ConfigTest, KvHeadsMustDivideHeadsNamingBoth) {
+  // n_head = 8. Each message names both values, at the n_kv_head line (6).
+  struct Case {
+    const char* lines;
+    std::vector<const char*> want;
+  };
+  for (const Case& c :
+       {Case{"  family: llama\n  n_kv_head: 3\n", {"model.n_kv_head = 3", "model.n_head = 8", "divide"}},
+        Case{"  family: llama\n  n_kv_head: 16\n", {"model.n_kv_head = 16", "model.n_head = 8", "exceeds"}},
+        Case{"  family: gpt2\n  n_kv_head: 3\n", {"model.n_kv_head = 3", "model.n_head = 8"}},
+        // gpt2 has no grouped-query attention: only 0 or n_head.
+        Case{"  family: gpt2\n  n_kv_head: 2\n",
+             {"model.n_kv_head = 2", "model.family = gpt2", "model.n_head = 8"}}}) {
+    const std::string path = write(family_config(c.lines));
+    const std::string msg = error_of(path);
+    EXPECT_TRUE(contains(msg, path + ":7")) << c.lines << " -> " << msg;
+    for (const char* w : c.want) EXPECT_TRUE(contains(msg, w)) << c.lines << " -> " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+  EXPECT_NO_THROW(load_config(write(family_config("  n_kv_head: 8\n"), "g.yaml")));
+  EXPECT_NO_THROW(load_config(write(family_config("  family: llama\n  n_kv_head: 1\n"), "l.yaml")));
+  // From --set: located at the override.
+  const std::string msg = error_of(write(kMinimal, "s.yaml"), {"model.family=llama", "model.n_kv_head=3"});
+  EXPECT_TRUE(contains(msg, "--set model.n_kv_head=3") && contains(msg, "model.n_head = 2")) << msg;
+}
+
+TEST_F(ConfigTest, Gpt2RejectsBiasFalse) {
+  const std::string path = write(family_config("  bias: false\n"));
+  const std::string msg = error_of(path);
+  EXPECT_TRUE(contains(msg, path + ":6")) << msg;
+  EXPECT_TRUE(contains(msg, "model.bias = false") && contains(msg, "model.family = gpt2")) << msg;
+  const std::string m2 = error_of(write(kMinimal, "s.yaml"), {"model.bias=false"});
+  EXPECT_TRUE(contains(m2, "--set model.bias=false") && contains(m2, "gpt2")) << m2;
+  // llama without biases is its default; gpt2 with rope_theta set is fine (it is ignored).
+  EXPECT_NO_THROW(load_config(write(family_config("  family: llama\n  bias: false\n"), "l.yaml")));
+  EXPECT_NO_THROW(load_config(write(family_config("  rope_theta: 1000\n"), "g.yaml")));
+}
+
+TEST_F(ConfigTest, LlamaNeedsAnEvenHeadSize) {
+  // 8 heads of 96 / 8 = 12: fine; 6 heads of 90 / 6 = 15: rotary positions rotate channel pairs.
+  const std::string path = write(
+      "model:\n  n_layer: 2\n  n_head: 6\n  n_embd: 90\n  block_size: 32\n  family: llama\n"
+      "data:\n  dir: d\n");
+  const std::string msg = error_of(path);
+  EXPECT_TRUE(contains(msg, "model.n_embd / model.n_head = 90 / 6 = 15")) << msg;
+  EXPECT_NO_THROW(load_config(path, {"model.family=gpt2"}));
+}
+
+TEST_F(ConfigTest, LayoutChecksKvHeadsOverTensorParallel) {
+  // 8 query heads split over tp 4, but only 2 key/value heads.
+  const Config c = load_config(write(family_config("  family: llama\n  n_kv_head: 2\n")),
+                               {"parallel.tensor=4", "train.global_batch=8", "train.micro_batch=1"});
+  try {
+    validate_layout(c, 4);
+    ADD_FAILURE() << "validate_layout accepted n_kv_head 2 over tp 4";
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_TRUE(contains(msg, "parallel.tensor = 4") && contains(msg, "model.n_kv_head = 2")) << msg;
+  }
+  Config ok = c;
+  ok.parallel.tensor = 2;
+  EXPECT_NO_THROW(validate_layout(ok, 4));
+  ok.model.n_kv_head = 0;  // n_kv_head 0 is n_head
+  ok.parallel.tensor = 4;
+  EXPECT_NO_THROW(validate_layout(ok, 4));
+  // The MLP's hidden units split over tp as well.
+  ok.model.ffn_hidden = 174;
+  try {
+    validate_layout(ok, 4);
+    ADD_FAILURE() << "validate_layout accepted ffn_hidden 174 over tp 4";
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_TRUE(contains(msg, "parallel.tensor = 4") && contains(msg, "model.ffn_hidden = 174")) << msg;
+  }
+  ok.model.ffn_hidden = 176;
+  EXPECT_NO_THROW(validate_layout(ok, 4));
+}
+
+TEST_F(ConfigTest, ToYamlRoundTripsFamilyKeys) {
+  Config c = load_config(write(family_config(
+      "  family: llama\n  n_kv_head: 4\n  ffn_hidden: 200\n  rope_theta: 500000\n"
+      "  norm_eps: 1.0e-6\n  tie_embeddings: true\n")));
+  c.run.final_eval_tokens = 123456789012LL;
+  const std::string yaml = config_to_yaml(c);
+  for (const char* key : {"family: llama", "n_kv_head: 4", "ffn_hidden: 200", "rope_theta: 500000",
+                          "norm_eps: 1e-06", "tie_embeddings: true", "bias: false",
+                          "final_eval_tokens: 123456789012"})
+    EXPECT_TRUE(contains(yaml, key)) << key << " missing from:\n" << yaml;
+  const Config back = load_config(write(yaml, "resolved.yaml"));
+  expect_equal(back, c);
+  EXPECT_EQ(config_to_yaml(back), yaml);
+  // gpt2 writes its family and defaults too.
+  const std::string g = config_to_yaml(load_config(write(kMinimal, "g.yaml")));
+  EXPECT_TRUE(contains(g, "family: gpt2") && contains(g, "bias: true") &&
+              contains(g, "tie_embeddings: true") && contains(g, "final_eval_tokens: 0"))
+      << g;
 }
 
 // BUG: integers are parsed through double (parse_int: n.as<double>()), so an int64 seed above
