@@ -42,12 +42,7 @@ ModelConfig tiny_config() {
   return c;
 }
 
-std::vector<int32_t> random_tokens(size_t n, int V, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = (int32_t)rng.below((uint64_t)V);
-  return t;
-}
+using testing::random_tokens;
 
 // Inputs and next-token targets for B sequences of T.
 struct Batch {

@@ -66,19 +66,13 @@ std::vector<float> positive(size_t n, uint64_t seed) {
   return v;
 }
 
-std::vector<int32_t> token_ids(size_t n, int vocab, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<int32_t> t(n);
-  for (auto& x : t) x = (int32_t)rng.below((uint64_t)vocab);
-  return t;
-}
 
 // Ragged sizes shared by the cases below.
 constexpr int kB = 3, kT = 37, kN = kB * kT, kC = 133;
 
 TEST(ThreadInvariance, Embedding) {
   const int V = 101;
-  const auto tokens = token_ids(kN, V, 1);
+  const auto tokens = testing::random_tokens(kN, V, 1);
   const auto wte = randn((size_t)V * kC, 2), wpe = randn((size_t)kT * kC, 3);
   const auto dout = randn((size_t)kN * kC, 4);
   // Whole vocabulary, and a vocabulary-parallel shard [40, 40 + 33) with no position table.
@@ -260,7 +254,7 @@ TEST(ThreadInvariance, SwiGluGeluResidual) {
 TEST(ThreadInvariance, CrossEntropy) {
   const int V = 1001, Vp = 1024;
   const auto logits = randn((size_t)kN * Vp, 70, 4.f);
-  const auto targets = token_ids(kN, V, 71);
+  const auto targets = testing::random_tokens(kN, V, 71);
   expect_thread_invariant("crossentropy_forward_backward", [&] {
     std::vector<float> losses(kN), dlogits((size_t)kN * Vp);
     cpu::crossentropy_forward_backward(losses.data(), dlogits.data(), logits.data(),

@@ -16,6 +16,14 @@
 namespace cr::testing {
 
 // n draws of N(0, scale^2) from a seeded generator: the same inputs on every run.
+// n token ids uniform in [0, V).
+inline std::vector<int32_t> random_tokens(size_t n, int V, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = (int32_t)rng.below((uint64_t)V);
+  return t;
+}
+
 inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
   Rng rng(seed);
   std::vector<float> v(n);
