@@ -114,6 +114,145 @@ std::vector<ShardedTensor> checkpoint_tensors(const GPT& model, AdamW& opt, floa
   return out;
 }
 
+// The model config of the run: model.vocab_size 0 takes the data's tokenizer's vocabulary.
+ModelConfig model_config(const Config& cfg, const std::optional<DatasetInfo>& info) {
+  ModelConfig mc = cfg.model;
+  if (mc.vocab_size == 0) {
+    if (!info || !info->tokenizer)
+      CR_INPUT_ERROR("{}: model.vocab_size is 0 (take it from the data) but {} has no {} with a "
+                     "tokenizer; set model.vocab_size",
+                     cfg.source, cfg.data.dir, kDatasetInfoFile);
+    mc.vocab_size = info->tokenizer->vocab_size();
+  }
+  return mc;
+}
+
+std::string eval_line(int step, const EvalResult& r, double secs) {
+  const std::string bpb = r.bytes_per_token > 0 ? fmt::format("{:.4f}", r.bits_per_byte()) : "n/a";
+  return fmt::format("eval step {} | val loss {:.4f} nats | {:.4f} bits/token | {} bits/byte | "
+                     "ppl {:.2f} | {} tokens in {}",
+                     step, r.loss, r.bits_per_token(), bpb, r.perplexity(),
+                     human_count((double)r.tokens), format_duration(secs));
+}
+
+// Resuming with other schedule, seed or batch settings is allowed, but said.
+void warn_resume_differences(const proto::Manifest& m, const Config& cfg) {
+  auto differs = [&](const char* what, double was, double now) {
+    if (was != now)
+      log::warn("resuming with {} = {} (the checkpoint was saved with {}): the run will not "
+                "match an uninterrupted one",
+                what, now, was);
+  };
+  differs("train.max_steps", (double)m.lr_schedule().max_steps(), cfg.train.max_steps);
+  differs("train.lr", m.lr_schedule().lr(), cfg.train.lr);
+  differs("train.warmup_steps", (double)m.lr_schedule().warmup_steps(), cfg.train.warmup_steps);
+  differs("train.seed", (double)m.rng().seed(), (double)cfg.train.seed);
+  differs("train.global_batch", (double)m.global_batch(), cfg.train.global_batch);
+  if (!cfg.train.init_from.empty())
+    log::info("train.init_from is ignored: the checkpoint's weights take its place");
+}
+
+// Loads the newest sound checkpoint of checkpoint.dir into the tensors and AdamW's step count;
+// returns its step (0: none there, start from scratch).
+int resume(Checkpointer& ckpt, const std::vector<ShardedTensor>& tensors, const ModelConfig& mc,
+           AdamW& opt, const Config& cfg) {
+  ckpt.prepare();
+  const auto m = ckpt.load_latest(tensors, mc);
+  if (!m) {
+    log::info("checkpoint: none in {}; starting from step 0", cfg.checkpoint.dir);
+    return 0;
+  }
+  opt.set_steps_taken((int)m->optimizer().steps_taken());
+  const auto& lt = ckpt.last_load();
+  log::info("resumed at step {}: {:.1f} MB verified in {:.2f} s and loaded in {:.2f} s ({:.0f} MB/s)",
+            m->step(), lt.bytes / 1e6, lt.verify_seconds, lt.seconds,
+            lt.bytes / 1e6 / std::max(lt.seconds, 1e-9));
+  warn_resume_differences(*m, cfg);
+  return (int)m->step();
+}
+
+// Everything a checkpoint of `done` steps records besides the tensors: the step, the model, each
+// DP rank's data position, the seed, the LR schedule, AdamW's state and the libraries.
+proto::Manifest checkpoint_meta(const Config& cfg, const ModelConfig& mc, int done, float lr,
+                                int dp, int adam_steps, bool mpi) {
+  const int G = cfg.train.global_batch, T = mc.block_size;
+  proto::Manifest meta;
+  meta.set_step(done);
+  meta.set_tokens_seen((int64_t)done * G * T);
+  meta.set_global_batch(G);
+  meta.set_block_size(T);
+  *meta.mutable_model() = to_proto(mc);
+  for (int d = 0; d < dp; d++) {
+    auto* l = meta.add_loader();
+    l->set_dp_rank(d);
+    l->set_next_step(done);
+    l->set_first_sequence((int64_t)d * (G / dp));
+    l->set_sequences_per_step(G / dp);
+  }
+  meta.mutable_rng()->set_seed((uint64_t)cfg.train.seed);
+  meta.mutable_rng()->set_generator(
+      "xoshiro256** seeded by train.seed: initial weights; per-epoch data permutation; no "
+      "other randomness in a step");
+  auto* sched = meta.mutable_lr_schedule();
+  sched->set_kind("warmup_cosine");
+  sched->set_lr(cfg.train.lr);
+  sched->set_min_lr(cfg.train.min_lr);
+  sched->set_warmup_steps(cfg.train.warmup_steps);
+  sched->set_max_steps(cfg.train.max_steps);
+  sched->set_last_lr(lr);
+  auto* o = meta.mutable_optimizer();
+  o->set_kind("adamw");
+  o->set_steps_taken(adam_steps);
+  o->set_beta1(cfg.train.beta1);
+  o->set_beta2(cfg.train.beta2);
+  o->set_eps(cfg.train.eps);
+  o->set_weight_decay(cfg.train.weight_decay);
+  meta.set_mpi_version(mpi ? mpi_library_version() : "none (one rank, no MPI)");
+  meta.set_nccl_version("none");
+  meta.set_created_by("chainrule train");
+  meta.set_created_unix_s((int64_t)std::time(nullptr));
+  return meta;
+}
+
+// rank 0: run.dir with the resolved config.yaml and the tokenizer.
+void write_run_dir(const Config& cfg, const ModelConfig& mc, const std::optional<DatasetInfo>& info) {
+  std::error_code ec;
+  fs::create_directories(cfg.run.dir, ec);
+  if (ec || !fs::is_directory(cfg.run.dir))
+    CR_INPUT_ERROR("run.dir '{}': cannot create the directory: {}", cfg.run.dir,
+                   ec ? ec.message() : "a file is in the way");
+  std::ofstream(fs::path(cfg.run.dir) / "config.yaml") << [&] {
+    Config resolved = cfg;  // what was run, exactly: derived vocab, data dir usable from anywhere
+    resolved.model.vocab_size = mc.vocab_size;
+    resolved.data.dir = fs::absolute(cfg.data.dir).lexically_normal().string();
+    return config_to_yaml(resolved);
+  }();
+  if (info && info->tokenizer)
+    std::ofstream(fs::path(cfg.run.dir) / kRunTokenizerFile) << info->tokenizer->to_json().dump() << "\n";
+}
+
+void log_memory_plan(const Config& cfg, const ModelConfig& mc, size_t num_params, int tp) {
+  const int M = cfg.train.micro_batch, T = mc.block_size;
+  const ActivationPlan plan = GPT::activation_plan(mc, M, T, tp, cfg.train.recompute);
+  const double p = num_params * 4.0 / 1e6;
+  log::info("memory per rank: parameters {:.1f} MB + gradients {:.1f} MB + AdamW {:.1f} MB; "
+            "activations {:.1f} MB = {} layers x {:.1f} MB + classifier chunk {:.1f} MB + "
+            "other {:.1f} MB (micro-batch {} x {}, recompute {})",
+            p, p, 2 * p, plan.bytes() / 1e6, mc.n_layer, plan.per_layer * 4 / 1e6,
+            plan.classifier * 4 / 1e6, plan.other * 4 / 1e6, M, T,
+            cfg.train.recompute ? "on: MLP activation and norm outputs rebuilt in backward" : "off");
+}
+
+// The whole model gathered over the TP group (a collective) and exported by rank 0 as Hugging
+// Face safetensors + config.json.
+void export_final_model(const GPT& model, const std::string& dir, bool rank0) {
+  const std::vector<float> full = model.gather_full();
+  if (!rank0) return;
+  GPT whole(model.config());
+  whole.load_full(full.data());
+  export_hf_model(whole, dir);
+}
+
 }  // namespace
 
 int run_train(const Config& cfg, ParallelContext& ctx) {
@@ -132,14 +271,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   const auto info = read_dataset_info(cfg.data.dir);
   TokenSplit train_split(cfg.data.dir, "train");
   TokenSplit val_split(cfg.data.dir, "val");
-  ModelConfig mc = cfg.model;
-  if (mc.vocab_size == 0) {
-    if (!info || !info->tokenizer)
-      CR_INPUT_ERROR("{}: model.vocab_size is 0 (take it from the data) but {} has no {} with a "
-                     "tokenizer; set model.vocab_size",
-                     cfg.source, cfg.data.dir, kDatasetInfoFile);
-    mc.vocab_size = info->tokenizer->vocab_size();
-  }
+  const ModelConfig mc = model_config(cfg, info);
   train_split.check_vocab(mc.vocab_size);
   val_split.check_vocab(mc.vocab_size);
   const int T = mc.block_size;
@@ -166,69 +298,9 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   const bool checkpointing = !cfg.checkpoint.dir.empty();
   Checkpointer ckpt(cfg.checkpoint.dir, cfg.checkpoint.keep_last, *ctx.world);
   const auto ckpt_tensors = checkpoint_tensors(model, opt, model.params());
-  int start_step = 0;
-  if (checkpointing) {
-    ckpt.prepare();
-    if (auto m = ckpt.load_latest(ckpt_tensors, mc)) {
-      start_step = (int)m->step();
-      opt.set_steps_taken((int)m->optimizer().steps_taken());
-      const auto& lt = ckpt.last_load();
-      log::info("resumed at step {}: {:.1f} MB verified in {:.2f} s and loaded in {:.2f} s ({:.0f} MB/s)",
-                start_step, lt.bytes / 1e6, lt.verify_seconds, lt.seconds,
-                lt.bytes / 1e6 / std::max(lt.seconds, 1e-9));
-      auto differs = [&](const char* what, double was, double now) {
-        if (was != now)
-          log::warn("resuming with {} = {} (the checkpoint was saved with {}): the run will not "
-                    "match an uninterrupted one",
-                    what, now, was);
-      };
-      differs("train.max_steps", (double)m->lr_schedule().max_steps(), cfg.train.max_steps);
-      differs("train.lr", m->lr_schedule().lr(), cfg.train.lr);
-      differs("train.warmup_steps", (double)m->lr_schedule().warmup_steps(), cfg.train.warmup_steps);
-      differs("train.seed", (double)m->rng().seed(), (double)cfg.train.seed);
-      differs("train.global_batch", (double)m->global_batch(), G);
-      if (!cfg.train.init_from.empty())
-        log::info("train.init_from is ignored: the checkpoint's weights take its place");
-    } else {
-      log::info("checkpoint: none in {}; starting from step 0", cfg.checkpoint.dir);
-    }
-  }
+  const int start_step = checkpointing ? resume(ckpt, ckpt_tensors, mc, opt, cfg) : 0;
   auto save_checkpoint = [&](int done, float lr) {
-    proto::Manifest meta;
-    meta.set_step(done);
-    meta.set_tokens_seen((int64_t)done * G * T);
-    meta.set_global_batch(G);
-    meta.set_block_size(T);
-    *meta.mutable_model() = to_proto(mc);
-    for (int d = 0; d < dp; d++) {
-      auto* l = meta.add_loader();
-      l->set_dp_rank(d);
-      l->set_next_step(done);
-      l->set_first_sequence((int64_t)d * (G / dp));
-      l->set_sequences_per_step(G / dp);
-    }
-    meta.mutable_rng()->set_seed((uint64_t)cfg.train.seed);
-    meta.mutable_rng()->set_generator(
-        "xoshiro256** seeded by train.seed: initial weights; per-epoch data permutation; no "
-        "other randomness in a step");
-    auto* sched = meta.mutable_lr_schedule();
-    sched->set_kind("warmup_cosine");
-    sched->set_lr(cfg.train.lr);
-    sched->set_min_lr(cfg.train.min_lr);
-    sched->set_warmup_steps(cfg.train.warmup_steps);
-    sched->set_max_steps(cfg.train.max_steps);
-    sched->set_last_lr(lr);
-    auto* o = meta.mutable_optimizer();
-    o->set_kind("adamw");
-    o->set_steps_taken(opt.steps_taken());
-    o->set_beta1(cfg.train.beta1);
-    o->set_beta2(cfg.train.beta2);
-    o->set_eps(cfg.train.eps);
-    o->set_weight_decay(cfg.train.weight_decay);
-    meta.set_mpi_version(ctx.mpi ? mpi_library_version() : "none (one rank, no MPI)");
-    meta.set_nccl_version("none");
-    meta.set_created_by("chainrule train");
-    meta.set_created_unix_s((int64_t)std::time(nullptr));
+    proto::Manifest meta = checkpoint_meta(cfg, mc, done, lr, dp, opt.steps_taken(), ctx.mpi);
     const bool ok = ckpt.save(ckpt_tensors, std::move(meta), grid.tp(), dp);
     const auto& st = ckpt.last_save();
     if (ok)
@@ -241,19 +313,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   };
 
   // ---- run directory -----------------------------------------------------------------------
-  std::error_code ec;
-  if (rank0) fs::create_directories(cfg.run.dir, ec);
-  if (rank0 && (ec || !fs::is_directory(cfg.run.dir)))
-    CR_INPUT_ERROR("run.dir '{}': cannot create the directory: {}", cfg.run.dir,
-                   ec ? ec.message() : "a file is in the way");
-  if (rank0) std::ofstream(fs::path(cfg.run.dir) / "config.yaml") << [&] {
-    Config resolved = cfg;  // what was run, exactly: derived vocab, data dir usable from anywhere
-    resolved.model.vocab_size = mc.vocab_size;
-    resolved.data.dir = fs::absolute(cfg.data.dir).lexically_normal().string();
-    return config_to_yaml(resolved);
-  }();
-  if (rank0 && info && info->tokenizer)
-    std::ofstream(fs::path(cfg.run.dir) / kRunTokenizerFile) << info->tokenizer->to_json().dump() << "\n";
+  if (rank0) write_run_dir(cfg, mc, info);
   MetricsLog metrics(fs::path(cfg.run.dir) / "metrics.jsonl", rank0, /*append=*/start_step > 0);
   if (start_step > 0) metrics.write({{"type", "resume"}, {"step", start_step}});
 
@@ -264,16 +324,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   log::info("data: {} train tokens ({} windows of {}), {} val tokens; {} tokens/step in {} micro-batches of {} x {}",
             human_count((double)train_split.tokens()), train_loader.num_windows(), T,
             human_count((double)val_split.tokens()), G * T, accum, M, T);
-  {
-    const ActivationPlan plan = GPT::activation_plan(mc, M, T, grid.tp(), cfg.train.recompute);
-    const double p = model.num_params() * 4.0 / 1e6;
-    log::info("memory per rank: parameters {:.1f} MB + gradients {:.1f} MB + AdamW {:.1f} MB; "
-              "activations {:.1f} MB = {} layers x {:.1f} MB + classifier chunk {:.1f} MB + "
-              "other {:.1f} MB (micro-batch {} x {}, recompute {})",
-              p, p, 2 * p, plan.bytes() / 1e6, mc.n_layer, plan.per_layer * 4 / 1e6,
-              plan.classifier * 4 / 1e6, plan.other * 4 / 1e6, M, T,
-              cfg.train.recompute ? "on: GELU and LayerNorm outputs rebuilt in backward" : "off");
-  }
+  log_memory_plan(cfg, mc, model.num_params(), grid.tp());
 
   // Periodic evaluations score eval_batches micro-batches; the final one run.final_eval_tokens
   // (a prefix of full windows), or the whole split. A stop signal caught meanwhile, agreed by all
@@ -298,13 +349,6 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
       metrics.write(j);
     }
     return std::make_pair(r, seconds_since(t0));
-  };
-  auto eval_line = [&](int step, const EvalResult& r, double secs) {
-    const std::string bpb = r.bytes_per_token > 0 ? fmt::format("{:.4f}", r.bits_per_byte()) : "n/a";
-    return fmt::format("eval step {} | val loss {:.4f} nats | {:.4f} bits/token | {} bits/byte | "
-                       "ppl {:.2f} | {} tokens in {}",
-                       step, r.loss, r.bits_per_token(), bpb, r.perplexity(),
-                       human_count((double)r.tokens), format_duration(secs));
   };
 
   // ---- the training loop -------------------------------------------------------------------
@@ -406,12 +450,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   // ---- final evaluation and export ---------------------------------------------------------
   auto [r, secs] = validate(cfg.train.max_steps, true);
   if (!r.stopped) progress.line(eval_line(cfg.train.max_steps, r, secs));
-  const std::vector<float> full = model.gather_full();  // collective over the TP group
-  if (rank0) {
-    GPT whole(mc);
-    whole.load_full(full.data());
-    export_hf_model(whole, cfg.run.dir);
-  }
+  export_final_model(model, cfg.run.dir, rank0);
   log::info("trained {} steps in {}; model saved to {}/model.safetensors", cfg.train.max_steps,
             format_duration(seconds_since(run_start)), cfg.run.dir);
   if (r.stopped) {  // training is complete and exported; only the final evaluation is missing
