@@ -15,6 +15,12 @@
 //     gradient); every other output is OVERWRITTEN.
 //   - Preconditions (dtype, device, sizes) are checked in release builds; violations throw
 //     cr::Error naming the op and the argument.
+//   - Dtypes (mixed precision, train.dtype): every op computes in fp32 and stores in the
+//     tensors' dtypes. T below is the compute dtype, f32 or bf16: activations, their gradients
+//     and the weights the forward reads (a bf16 copy of the fp32 master weights) are T. Always
+//     f32: parameter gradients (dweight, dbias, dwte, dwpe), the saved statistics (mean, rstd,
+//     lse), the cross-entropy row_max and sums, and everything AdamW, sum_squares and scale
+//     touch. Token ids and targets are i32. One call uses one T for all its T arguments.
 // The exact math of each op is documented beside its CPU implementation (core/backend/cpu/ops.h).
 #pragma once
 
@@ -34,8 +40,17 @@ class Backend {
   virtual Allocator& allocator() = 0;
   // dst <- src, same dtype and element count; either side may be host memory (Device::CPU).
   virtual void copy(TensorView dst, TensorView src) = 0;
+  // dst <- src converted (f32 <-> bf16, round to nearest even; or the same dtype), same device
+  // and element count.
+  virtual void cast(TensorView dst, TensorView src) = 0;
   // Waits for every op issued so far (a no-op on the CPU).
   virtual void synchronize() {}
+  // The device's memory in bytes, for the memory plan checked before step 1 (cudaMemGetInfo on a
+  // GPU). {0, 0} means not known (host memory: the CPU backend).
+  struct MemoryInfo {
+    size_t free_bytes = 0, total_bytes = 0;
+  };
+  virtual MemoryInfo memory_info() { return {}; }
 
   // ---- embedding: out[b,t,:] = wte[tokens[b,t] - vocab_start,:] + wpe[t,:] ------------------
   // Vocabulary-parallel: wte holds rows [vocab_start, vocab_start + vocab_count); other tokens
@@ -74,6 +89,13 @@ class Backend {
   // ---- linear layers: out[N,OC] (rows ldo apart) = inp[N,C] weight[OC,C]^T + bias[OC] -------
   virtual void matmul_forward(TensorView out, TensorView inp, TensorView weight, TensorView bias,
                               int N, int C, int OC, int ldo) = 0;
+  // pre = inp weight^T + bias (kept for backward), out = gelu(pre): GPT-2's MLP up-projection.
+  // A backend may fuse the two (cuBLASLt's GELU_AUX_BIAS epilogue); this default does not.
+  virtual void matmul_gelu_forward(TensorView out, TensorView pre, TensorView inp,
+                                   TensorView weight, TensorView bias, int N, int C, int OC) {
+    matmul_forward(pre, inp, weight, bias, N, C, OC, OC);
+    gelu_forward(out, pre, (size_t)N * OC);
+  }
   // dinp = dout weight (overwritten, or added to with accumulate_dinp; may be empty),
   // dweight += dout^T inp, dbias += sum over rows of dout (rows ldd apart).
   virtual void matmul_backward(TensorView dinp, TensorView dweight, TensorView dbias,
@@ -130,7 +152,16 @@ class Backend {
   virtual void scale(TensorView x, float s) = 0;  // x *= s
 };
 
+// ---- the backends ------------------------------------------------------------------------------
 // The CPU backend (fp32, OpenMP, oneDNN GEMM): a process-wide instance.
 Backend& cpu_backend();
+// Whether this binary has the CUDA backend and the process sees at least one GPU (never throws).
+bool cuda_available();
+// How many GPUs this process sees (0 without a driver or without the CUDA backend).
+int cuda_device_count();
+// The CUDA backend on GPU `device` (one per process: the first call picks the device, a later
+// call with another device throws). Throws cr::Error naming the reason when this binary was
+// built without CUDA or no GPU is usable.
+Backend& cuda_backend(int device);
 
 }  // namespace cr

@@ -8,6 +8,7 @@
 
 #include "core/backend/backend.h"
 #include "core/backend/cpu/ops.h"
+#include "core/tensor/bf16.h"
 
 namespace cr {
 
@@ -67,6 +68,27 @@ class CpuBackend final : public Backend {
              "copy: {} {} on {} <- {} {} on {}", dst.numel(), dtype_name(dst.dtype),
              device_name(dst.device), src.numel(), dtype_name(src.dtype), device_name(src.device));
     if (dst.data != src.data && dst.bytes()) std::memmove(dst.data, src.data, dst.bytes());
+  }
+
+  void cast(TensorView dst, TensorView src) override {
+    CR_CHECK(dst.device == Device::CPU && src.device == Device::CPU &&
+                 dst.numel() == src.numel() && dst.dtype != DType::I32 && src.dtype != DType::I32,
+             "cast: {} {} on {} <- {} {} on {}", dst.numel(), dtype_name(dst.dtype),
+             device_name(dst.device), src.numel(), dtype_name(src.dtype), device_name(src.device));
+    const size_t n = dst.numel();
+    if (dst.dtype == src.dtype) {
+      copy(dst, src);
+    } else if (dst.dtype == DType::BF16) {
+      auto* d = static_cast<uint16_t*>(dst.data);
+      const float* s = static_cast<const float*>(src.data);
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(s[i]);
+    } else {
+      float* d = static_cast<float*>(dst.data);
+      const auto* s = static_cast<const uint16_t*>(src.data);
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (size_t i = 0; i < n; i++) d[i] = bf16_to_f32(s[i]);
+    }
   }
 
   void embedding_forward(TensorView out, TensorView tokens, TensorView wte, TensorView wpe, int B,
