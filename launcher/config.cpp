@@ -58,6 +58,10 @@ std::vector<Field> schema(Config& c) {
       {"train.init_from", &c.train.init_from, 0, 0, "a path to GPT-2 safetensors, or empty"},
       {"train.recompute", &c.train.recompute, 0, 0,
        "true or false (recompute GELU and LayerNorm outputs in backward)"},
+      {"train.device", &c.train.device, 0, 0,
+       "cpu or cuda (empty: cuda when a GPU is present, else cpu)"},
+      {"train.dtype", &c.train.dtype, 0, 0,
+       "fp32 or bf16 (bf16: activations and GEMMs in bfloat16, master weights fp32)"},
       {"train.stop_after_step", &c.train.stop_after_step, 0, 1e9,
        "an integer >= 0 (0: run to train.max_steps)"},
       {"data.dir", &c.data.dir, 0, 0, "a directory made by `chainrule prepare`"},
@@ -231,6 +235,12 @@ void validate(const Config& c, const std::map<std::string, std::string>& seen) {
     CR_INPUT_ERROR("{}: model.n_head = {} does not divide model.n_embd = {}", at("model.n_head"),
                    c.model.n_head, c.model.n_embd);
   validate_family(c, at);
+  if (!c.train.device.empty() && c.train.device != "cpu" && c.train.device != "cuda")
+    CR_INPUT_ERROR("{}: train.device = '{}' is not a device, expected cpu or cuda (or empty: "
+                   "cuda when a GPU is present)", at("train.device"), c.train.device);
+  if (c.train.dtype != "fp32" && c.train.dtype != "bf16")
+    CR_INPUT_ERROR("{}: train.dtype = '{}' is not a training dtype, expected fp32 or bf16",
+                   at("train.dtype"), c.train.dtype);
   if (c.train.global_batch % c.train.micro_batch != 0)
     CR_INPUT_ERROR("{}: train.global_batch = {} is not a multiple of train.micro_batch = {}",
                    at("train.global_batch"), c.train.global_batch, c.train.micro_batch);

@@ -27,6 +27,8 @@ struct TrainSettings {
   int64_t seed = 1337;
   std::string init_from;  // optional Hugging Face GPT-2 safetensors to start from
   bool recompute = false;   // recompute GELU/LayerNorm outputs in backward (less memory)
+  std::string device;       // cpu | cuda; empty: cuda when this binary has it and a GPU is seen
+  std::string dtype = "fp32";  // fp32 | bf16 (activations and GEMMs; master weights stay fp32)
   int stop_after_step = 0;  // stop (saving a checkpoint) after this step; the schedule still
                             // targets max_steps. 0: run to max_steps
 };

@@ -238,8 +238,8 @@ void log_memory_plan(const Config& cfg, const ModelConfig& mc, size_t num_params
   log::info("memory per rank: parameters {:.1f} MB + gradients {:.1f} MB + AdamW {:.1f} MB; "
             "activations {:.1f} MB = {} layers x {:.1f} MB + classifier chunk {:.1f} MB + "
             "other {:.1f} MB (micro-batch {} x {}, recompute {})",
-            p, p, 2 * p, plan.bytes() / 1e6, mc.n_layer, plan.per_layer * 4 / 1e6,
-            plan.classifier * 4 / 1e6, plan.other * 4 / 1e6, M, T,
+            p, p, 2 * p, plan.bytes() / 1e6, mc.n_layer, plan.per_layer / 1e6,
+            plan.classifier / 1e6, plan.other / 1e6, M, T,
             cfg.train.recompute ? "on: MLP activation and norm outputs rebuilt in backward" : "off");
 }
 

@@ -213,17 +213,33 @@ Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, const De
 // ----------------------------------------------------------------------------
 // Construction and initialisation
 
-GPT::GPT(const ModelConfig& cfg, TensorParallelComm* tp, Backend* backend)
+GPT::GPT(const ModelConfig& cfg, TensorParallelComm* tp, Backend* backend, DType dtype)
     : cfg_(cfg),
       tp_(tp),
       be_(backend ? backend : &cpu_backend()),
       tp_rank_(tp ? tp->rank() : 0),
       tp_size_(tp ? tp->size() : 1),
-      layout_(cfg, tp_rank_, tp_size_) {  // ParamLayout checks the config first
+      layout_(cfg, tp_rank_, tp_size_),  // ParamLayout checks the config first
+      dtype_(dtype) {
+  CR_CHECK(dtype == DType::F32 || dtype == DType::BF16, "compute dtype {}: expected f32 or bf16",
+           dtype_name(dtype));
   params_ = DeviceBuffer(be_->allocator(), DType::F32, layout_.total());
   grads_ = DeviceBuffer(be_->allocator(), DType::F32, layout_.total());
-  w_ = bind_weights(cfg_, layout_, params_);
+  if (dtype_ == DType::BF16) params_c_ = DeviceBuffer(be_->allocator(), DType::BF16, layout_.total());
+  w_ = bind_weights(cfg_, layout_, dtype_ == DType::BF16 ? params_c_ : params_);
   g_ = bind_weights(cfg_, layout_, grads_);
+}
+
+float* GPT::host_f32(const DeviceBuffer& b, const char* what) {
+  CR_CHECK(b.device() == Device::CPU, "{}: the model lives on {}; copy with Backend::copy", what,
+           device_name(b.device()));
+  return b.f32();
+}
+
+void GPT::sync_compute_weights() {
+  if (dtype_ != DType::BF16 || !compute_stale_) return;
+  be_->cast(params_c_.view(), params_.view());
+  compute_stale_ = false;
 }
 
 void GPT::init(uint64_t seed) {
@@ -269,6 +285,7 @@ void GPT::load_full(const float* full) {
     }
     be_->copy(params_.view(t.offset, t.numel), TensorView::f32(dst, {(int64_t)t.numel}));
   }
+  params_changed();
 }
 
 std::vector<float> GPT::gather_full() const {
@@ -296,8 +313,29 @@ std::vector<float> GPT::gather_full() const {
   return full;
 }
 
-void GPT::reduce_tp(TensorView buf, size_t n, const char* what) {
-  if (tp_size_ > 1) tp_->all_reduce_sum(buf.f32(), n, what);
+void GPT::reduce_tp(TensorView buf, size_t n, const char* what, bool max_op) {
+  if (tp_size_ == 1) return;
+  const TensorView v = buf.slice(0, n);
+  auto reduce = [&](float* p) {
+    max_op ? tp_->all_reduce_max(p, n, what) : tp_->all_reduce_sum(p, n, what);
+  };
+  if (v.device == Device::CPU && v.dtype == DType::F32) return reduce(v.f32());
+  // Staged: to host f32 (bf16 widened exactly), reduced there, rounded back once.
+  host_stage_.resize(n);
+  const TensorView h32 = TensorView::f32(host_stage_.data(), {(int64_t)n});
+  if (v.dtype == DType::F32) {
+    be_->copy(h32, v);
+    reduce(host_stage_.data());
+    be_->copy(v, h32);
+    return;
+  }
+  host_stage16_.resize(n);
+  const TensorView h16(host_stage16_.data(), {(int64_t)n}, DType::BF16);
+  be_->copy(h16, v);
+  cpu_backend().cast(h32, h16);
+  reduce(host_stage_.data());
+  cpu_backend().cast(h16, h32);
+  be_->copy(v, h16);
 }
 
 // ----------------------------------------------------------------------------
@@ -309,11 +347,13 @@ void GPT::reduce_tp(TensorView buf, size_t n, const char* what) {
 struct GPT::Shape {
   size_t B, T, N, C, Hl, Hkvl, hs, Cla, Wqkv, Fl, Wfc, Vl, chunk, logits;
   bool recompute, llama;
+  DType dtype;  // of the activations
 };
 
 GPT::Shape GPT::make_shape(const ModelConfig& cfg, int P, bool recompute, int chunk_override,
-                           int B, int T, bool full_logits) {
+                           int B, int T, bool full_logits, DType dtype) {
   Shape s;
+  s.dtype = dtype;
   s.B = B, s.T = T, s.N = (size_t)B * T, s.C = cfg.n_embd;
   s.Hl = cfg.n_head / P, s.Hkvl = cfg.kv_heads() / P, s.hs = cfg.head_size();
   s.Cla = s.Hl * s.hs, s.Wqkv = (s.Hl + 2 * s.Hkvl) * s.hs;
@@ -328,50 +368,51 @@ GPT::Shape GPT::make_shape(const ModelConfig& cfg, int P, bool recompute, int ch
 }
 
 GPT::Shape GPT::shape_for(int B, int T, bool full_logits) const {
-  return make_shape(cfg_, tp_size_, recompute_, chunk_rows_override_, B, T, full_logits);
+  return make_shape(cfg_, tp_size_, recompute_, chunk_rows_override_, B, T, full_logits, dtype_);
 }
 
-// Where a buffer counts in the plan; Tokens are int32 (counted with Other: 4 bytes, like a float).
-enum class ActPart { Layer, Classifier, Other, Tokens };
+// Where a buffer counts in the plan.
+enum class ActPart { Layer, Classifier, Other };
 
+// f(buffer, elements, part, dtype): activations in the compute dtype, the statistics backward
+// needs (norm mean/rstd, attention lse, loss row statistics) in f32, token ids in i32.
 template <typename F>
 void GPT::for_each_activation(Acts& a, const Shape& s, F&& f) {
   const size_t N = s.N, C = s.C, kept = s.recompute ? 0 : 1, ln_mean = s.llama ? 0 : N;
+  const DType T = s.dtype, F32 = DType::F32;
   for (auto& l : a.layers) {
-    f(l.ln1, kept * N * C, ActPart::Layer), f(l.ln1_mean, ln_mean, ActPart::Layer);
-    f(l.ln1_rstd, N, ActPart::Layer), f(l.qkv, N * s.Wqkv, ActPart::Layer);
-    f(l.atty, N * s.Cla, ActPart::Layer), f(l.lse, s.B * s.Hl * s.T, ActPart::Layer);
-    f(l.x_mid, N * C, ActPart::Layer), f(l.ln2, kept * N * C, ActPart::Layer);
-    f(l.ln2_mean, ln_mean, ActPart::Layer), f(l.ln2_rstd, N, ActPart::Layer);
-    f(l.fch, N * s.Wfc, ActPart::Layer), f(l.act, kept * N * s.Fl, ActPart::Layer);
-    f(l.x_out, N * C, ActPart::Layer);
+    const ActPart L = ActPart::Layer;
+    f(l.ln1, kept * N * C, L, T), f(l.ln1_mean, ln_mean, L, F32), f(l.ln1_rstd, N, L, F32);
+    f(l.qkv, N * s.Wqkv, L, T), f(l.atty, N * s.Cla, L, T), f(l.lse, s.B * s.Hl * s.T, L, F32);
+    f(l.x_mid, N * C, L, T), f(l.ln2, kept * N * C, L, T), f(l.ln2_mean, ln_mean, L, F32);
+    f(l.ln2_rstd, N, L, F32), f(l.fch, N * s.Wfc, L, T), f(l.act, kept * N * s.Fl, L, T);
+    f(l.x_out, N * C, L, T);
   }
   // The classifier: one chunk of logits (all of them for sampling), its row sums; row max of all.
-  f(a.logits, s.logits, ActPart::Classifier), f(a.ce_sums, 2 * s.chunk, ActPart::Classifier);
-  f(a.ce_max, N, ActPart::Classifier);
-  f(a.x0, N * C, ActPart::Other), f(a.branch, N * C, ActPart::Other);
-  f(a.lnf, N * C, ActPart::Other), f(a.lnf_mean, ln_mean, ActPart::Other);
-  f(a.lnf_rstd, N, ActPart::Other), f(a.losses, N, ActPart::Other);
-  f(a.inputs, N, ActPart::Tokens), f(a.targets, N, ActPart::Tokens);  // int32
+  f(a.logits, s.logits, ActPart::Classifier, T), f(a.ce_sums, 2 * s.chunk, ActPart::Classifier, F32);
+  f(a.ce_max, N, ActPart::Classifier, F32);
+  const ActPart O = ActPart::Other;
+  f(a.x0, N * C, O, T), f(a.branch, N * C, O, T), f(a.lnf, N * C, O, T);
+  f(a.lnf_mean, ln_mean, O, F32), f(a.lnf_rstd, N, O, F32);
+  f(a.inputs, N, O, DType::I32), f(a.targets, N, O, DType::I32);
   const size_t rc = s.recompute ? 1 : 0;
-  f(a.rc_ln1, rc * N * C, ActPart::Other), f(a.rc_ln2, rc * N * C, ActPart::Other);
-  f(a.rc_act, rc * N * s.Fl, ActPart::Other);
+  f(a.rc_ln1, rc * N * C, O, T), f(a.rc_ln2, rc * N * C, O, T), f(a.rc_act, rc * N * s.Fl, O, T);
   // backward scratch
-  f(a.dres, N * C, ActPart::Other), f(a.dbranch, N * s.Cla, ActPart::Other);
-  f(a.dqkv, N * s.Wqkv, ActPart::Other), f(a.dfch, N * s.Wfc, ActPart::Other);
-  f(a.dact, s.llama ? N * s.Fl : 0, ActPart::Other), f(a.dln, N * C, ActPart::Other);
+  f(a.dres, N * C, O, T), f(a.dbranch, N * s.Cla, O, T), f(a.dqkv, N * s.Wqkv, O, T);
+  f(a.dfch, N * s.Wfc, O, T), f(a.dact, s.llama ? N * s.Fl : 0, O, T), f(a.dln, N * C, O, T);
 }
 
-ActivationPlan GPT::activation_plan(const ModelConfig& cfg, int B, int T, int tp, bool recompute) {
+ActivationPlan GPT::activation_plan(const ModelConfig& cfg, int B, int T, int tp, bool recompute,
+                                    DType dtype) {
   Acts a;  // never allocated: the description is only measured
   a.layers.resize(1);  // per-layer sizes do not depend on depth
   ActivationPlan p;
   p.recompute = recompute;
-  for_each_activation(a, make_shape(cfg, tp, recompute, 0, B, T, false),
-                      [&](DeviceBuffer&, size_t n, ActPart part) {
+  for_each_activation(a, make_shape(cfg, tp, recompute, 0, B, T, false, dtype),
+                      [&](DeviceBuffer&, size_t n, ActPart part, DType t) {
                         (part == ActPart::Layer        ? p.per_layer
                          : part == ActPart::Classifier ? p.classifier
-                                                       : p.other) += n;  // Tokens: with other
+                                                       : p.other) += n * dtype_size(t);
                       });
   p.layers = p.per_layer * cfg.n_layer;
   return p;
@@ -381,10 +422,12 @@ void GPT::ensure_acts(int B, int T, bool full_logits) {
   Acts& a = acts_;
   a.B = B, a.T = T;
   if ((int)a.layers.size() != cfg_.n_layer) a.layers.resize(cfg_.n_layer);
-  for_each_activation(a, shape_for(B, T, full_logits), [&](DeviceBuffer& buf, size_t n, ActPart part) {
-    if (buf.size() >= n) return;
-    buf = DeviceBuffer(be_->allocator(), part == ActPart::Tokens ? DType::I32 : DType::F32, n);
-  });
+  for_each_activation(a, shape_for(B, T, full_logits),
+                      [&](DeviceBuffer& buf, size_t n, ActPart, DType t) {
+                        if (buf.size() >= n) return;
+                        buf = DeviceBuffer(be_->allocator(), t, n);
+                      });
+  if (losses_.size() < (size_t)B * T) losses_.resize((size_t)B * T);
 }
 
 int GPT::classifier_chunk_rows(const ModelConfig& cfg, int N, int tp) {
@@ -471,6 +514,7 @@ void GPT::forward_trunk(const int32_t* inputs, const int32_t* targets, int B, in
                targets[i], V);
   }
   ensure_acts(B, T);
+  sync_compute_weights();
   Acts& a = acts_;
   be_->copy(a.inputs.view(0, N), host_i32(inputs, N));
   if (targets) be_->copy(a.targets.view(0, N), host_i32(targets, N));
@@ -565,8 +609,8 @@ void GPT::mlp_activation(int l, int N) {
 KVCache GPT::make_cache() const {
   CR_CHECK(tp_size_ == 1, "generation runs on a whole (tp 1) model");
   const size_t n = (size_t)cfg_.n_layer * cfg_.block_size * cfg_.kv_heads() * cfg_.head_size();
-  return KVCache{DeviceBuffer(be_->allocator(), DType::F32, n),
-                 DeviceBuffer(be_->allocator(), DType::F32, n), 0};
+  return KVCache{DeviceBuffer(be_->allocator(), dtype_, n), DeviceBuffer(be_->allocator(), dtype_, n),
+                 0};
 }
 
 const float* GPT::decode(const int32_t* tokens, int n, KVCache& cache) {
@@ -578,7 +622,18 @@ const float* GPT::decode(const int32_t* tokens, int n, KVCache& cache) {
   const int C = cfg_.n_embd, Vp = cfg_.padded_vocab();
   Acts& a = acts_;
   be_->matmul_forward(a.logits.view(), a.lnf.view((size_t)(n - 1) * C, C), w_.head, {}, 1, C, Vp, Vp);
-  return a.logits.f32();
+  // The logits to the host, f32, for the sampler.
+  host_stage_.resize(Vp);
+  const TensorView h32 = TensorView::f32(host_stage_.data(), {(int64_t)Vp});
+  if (dtype_ == DType::F32) {
+    be_->copy(h32, a.logits.view(0, Vp));
+  } else {
+    host_stage16_.resize(Vp);
+    const TensorView h16(host_stage16_.data(), {(int64_t)Vp}, DType::BF16);
+    be_->copy(h16, a.logits.view(0, Vp));
+    cpu_backend().cast(h32, h16);
+  }
+  return host_stage_.data();
 }
 
 // The LM head and the loss, in chunks of rows so the [B*T, V] logits never exist at once. Per
@@ -605,13 +660,13 @@ float GPT::classifier(float loss_scale, bool grad) {
     be_->matmul_forward(logits, lnf, w_.head, {}, n, C, Vl, Vl);
     // loss = log(sum exp(l - m)) + m - l_target
     be_->crossentropy_row_max(mx, logits, n, Vl, n_valid);
-    if (P > 1) tp_->all_reduce_max(mx.f32(), n, "loss.max");
+    reduce_tp(mx, n, "loss.max", /*max_op=*/true);
     be_->crossentropy_row_sums(sums, logits, mx, tgt, n, Vl, v0, n_valid);
     reduce_tp(sums, 2 * (size_t)n, "loss.sums");
     float* hs = host.data();  // [n] sum exp, [n] target logit, [n] row max
     be_->copy(TensorView::f32(hs, {2 * (int64_t)n}), sums);
     be_->copy(TensorView::f32(hs + 2 * n, {(int64_t)n}), mx);
-    float* losses = a.losses.f32() + r0;
+    float* losses = losses_.data() + r0;
     for (int i = 0; i < n; i++) {
       losses[i] = (float)(std::log((double)hs[i]) + ((double)hs[2 * n + i] - (double)hs[n + i]));
       total += losses[i];

@@ -119,17 +119,19 @@ struct Weights {
 };
 Weights bind_weights(const ModelConfig& cfg, const ParamLayout& layout, const DeviceBuffer& base);
 
-// Activation memory of one micro-batch, in floats (bytes() in bytes).
+// Activation memory of one micro-batch, in bytes, at the model's compute dtype (activations
+// in it; the saved statistics f32, token ids i32).
 struct ActivationPlan {
   bool recompute = false;
   size_t per_layer = 0;   // kept for backward by each transformer block
   size_t layers = 0;      // per_layer x n_layer
   size_t classifier = 0;  // one chunk of logits and the loss's row statistics
   size_t other = 0;       // embeddings, final norm, shared and backward scratch
-  size_t bytes() const { return (layers + classifier + other) * sizeof(float); }
+  size_t bytes() const { return layers + classifier + other; }
 };
 
-// The keys and values of every layer for autoregressive decoding: [n_layer, block_size, Hkv hs].
+// The keys and values of every layer for autoregressive decoding: [n_layer, block_size, Hkv hs],
+// in the model's compute dtype.
 struct KVCache {
   DeviceBuffer k, v;
   int len = 0;  // positions filled
@@ -139,7 +141,11 @@ class GPT {
  public:
   // tp: the tensor-parallel group this rank's shard belongs to; null for the whole model.
   // backend: where parameters, activations and ops live; null for the CPU backend.
-  explicit GPT(const ModelConfig& cfg, TensorParallelComm* tp = nullptr, Backend* backend = nullptr);
+  // dtype: the compute dtype (train.dtype). F32, or BF16: activations, their gradients and a
+  // bf16 copy of the weights that the forward reads are bf16, GEMMs take bf16 and accumulate in
+  // f32; the master weights (params()), the gradients (grads()) and the optimizer stay f32.
+  explicit GPT(const ModelConfig& cfg, TensorParallelComm* tp = nullptr, Backend* backend = nullptr,
+               DType dtype = DType::F32);
 
   // Initialisation from the parameter table: N(0, 0.02) weights, residual projections scaled by
   // 1/sqrt(2L), zero biases, unit norm gains; padded vocabulary rows zero. Every tp layout
@@ -168,27 +174,35 @@ class GPT {
   // the gradients are bit-identical to forward_backward's.
   void backward(float loss_scale);
   // Autoregressive decoding (tp 1): runs tokens[0:n] at positions cache.len.. through the same
-  // blocks, attending to the cache and appending to it; returns the last position's logits
-  // (padded_vocab() of them, the first vocab_size real).
+  // blocks, attending to the cache and appending to it; returns the last position's logits in
+  // host memory, f32 (padded_vocab() of them, the first vocab_size real).
   const float* decode(const int32_t* tokens, int n, KVCache& cache);
   KVCache make_cache() const;
 
   const ModelConfig& config() const { return cfg_; }
   const ParamLayout& layout() const { return layout_; }
-  float* params() { return params_.f32(); }
-  float* grads() { return grads_.f32(); }
-  const float* params() const { return params_.f32(); }
-  DeviceBuffer& param_buffer() { return params_; }
+  DType dtype() const { return dtype_; }
+  // The f32 master weights and gradients, flat (ParamLayout offsets), on the backend's device.
+  // Any non-const access marks the bf16 compute copy stale (rebuilt before the next forward);
+  // after writing through a pointer kept from earlier, call params_changed().
+  DeviceBuffer& param_buffer() { return params_changed(), params_; }
+  const DeviceBuffer& param_buffer() const { return params_; }
   DeviceBuffer& grad_buffer() { return grads_; }
+  void params_changed() { compute_stale_ = true; }
+  // Host pointers to the same, for a model on the CPU backend (throws on another device).
+  float* params() { return params_changed(), host_f32(params_, "params()"); }
+  const float* params() const { return host_f32(params_, "params()"); }
+  float* grads() { return host_f32(grads_, "grads()"); }
   size_t num_params() const { return layout_.total(); }
   void zero_grad() { grads_.zero(); }
-  // [B,T,Vp/tp] after forward() without targets; with targets, the last classifier chunk.
-  const float* logits() const { return acts_.logits.f32(); }
-  const float* losses() const { return acts_.losses.f32(); }  // [B,T]
+  // [B,T,Vp/tp] after forward() without targets; with targets, the last classifier chunk. CPU
+  // backend and f32 only (throws otherwise).
+  const float* logits() const { return host_f32(acts_.logits, "logits()"); }
+  const float* losses() const { return losses_.data(); }  // [B,T], host memory, nats
 
   // Activation memory for a micro-batch of B x T at tp (what forward() allocates), by part.
   static ActivationPlan activation_plan(const ModelConfig& cfg, int B, int T, int tp = 1,
-                                        bool recompute = false);
+                                        bool recompute = false, DType dtype = DType::F32);
   // Recompute the activation and norm outputs in backward instead of keeping them: about 40%
   // less activation memory for ~3% more arithmetic; results are bit-identical.
   void set_recompute(bool on) {
@@ -222,7 +236,7 @@ class GPT {
     DeviceBuffer branch;  // a branch's output before the residual add (not needed by backward)
     DeviceBuffer rc_ln1, rc_ln2, rc_act;  // recompute: the current layer's norm / MLP act outputs
     std::vector<LayerActs> layers;
-    DeviceBuffer lnf, lnf_mean, lnf_rstd, logits, losses;
+    DeviceBuffer lnf, lnf_mean, lnf_rstd, logits;
     DeviceBuffer ce_max, ce_sums;  // vocab-parallel cross-entropy row statistics
     // backward scratch
     DeviceBuffer dres, dbranch, dqkv, dfch, dact, dln;
@@ -233,7 +247,7 @@ class GPT {
   template <typename F>
   static void for_each_activation(Acts& a, const Shape& s, F&& f);
   static Shape make_shape(const ModelConfig& cfg, int tp, bool recompute, int chunk_override, int B,
-                          int T, bool full_logits);
+                          int T, bool full_logits, DType dtype);
   Shape shape_for(int B, int T, bool full_logits) const;
   void ensure_acts(int B, int T, bool full_logits = false);
   TensorView ln1_buf(int l) { return recompute_ ? acts_.rc_ln1.view() : acts_.layers[l].ln1.view(); }
@@ -260,16 +274,27 @@ class GPT {
   void norm_backward(TensorView dx, const NormWeights& g, TensorView dout, TensorView x,
                      const NormWeights& w, TensorView mean, TensorView rstd, int N);
 
-  void reduce_tp(TensorView buf, size_t n, const char* what);
+  // TP all-reduces over the first n elements of buf (sum, or max for max_op). The communicator
+  // works on host f32 memory: device or bf16 buffers are staged through host_stage_.
+  void reduce_tp(TensorView buf, size_t n, const char* what, bool max_op = false);
+  // Rebuilds the bf16 compute copy of the weights from the f32 masters when they changed.
+  void sync_compute_weights();
+  static float* host_f32(const DeviceBuffer& b, const char* what);
 
   ModelConfig cfg_;
   TensorParallelComm* tp_;
   Backend* be_;
   int tp_rank_, tp_size_;
   ParamLayout layout_;
+  DType dtype_;
   DeviceBuffer params_, grads_;
+  DeviceBuffer params_c_;  // bf16 compute copy of params_ (dtype bf16 only); w_ points into it
+  bool compute_stale_ = true;
   Weights w_, g_;
   Acts acts_;
+  std::vector<float> losses_;      // [B,T] per-position losses of the last forward, host
+  std::vector<float> host_stage_;  // TP collectives and decode logits staged through the host
+  std::vector<uint16_t> host_stage16_;
   int chunk_rows_override_ = 0;
   PassTiming timing_;
   bool recompute_ = false;

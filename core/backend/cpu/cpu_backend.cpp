@@ -5,6 +5,10 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <list>
+#include <utility>
+#include <vector>
 
 #include "core/backend/backend.h"
 #include "core/backend/cpu/ops.h"
@@ -57,6 +61,73 @@ size_t rows(int vocab_count, int C) {
   return z(std::max(1, vocab_count == INT32_MAX ? 1 : vocab_count), C);
 }
 
+// bf16 on the CPU (train.dtype: bf16, and the oracle for the GPU's bf16 ops): an op whose
+// tensors are bf16 runs in f32 on converted copies, and its outputs are rounded back to bf16 on
+// the way out (round to nearest even): what a GPU kernel that loads bf16, computes in f32 and
+// stores bf16 does. Outputs are converted in as well, since some ops accumulate into them or
+// write only some columns. Nothing is written back when the op throws. Slow, but a test and
+// reference path only: the CPU's own training dtype is fp32.
+class Bf16Stage {
+ public:
+  explicit Bf16Stage(const char* op) : op_(op), exceptions_(std::uncaught_exceptions()) {}
+  ~Bf16Stage() {
+    if (std::uncaught_exceptions() != exceptions_) return;
+    for (Staged& s : staged_) {
+      if (!s.write_back) continue;
+      auto* d = static_cast<uint16_t*>(s.original.data);
+      const size_t n = s.f32.size();
+#pragma omp parallel for schedule(static) if (n > 65536)
+      for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(s.f32[i]);
+    }
+  }
+  Bf16Stage(const Bf16Stage&) = delete;
+  Bf16Stage& operator=(const Bf16Stage&) = delete;
+  // out("name", view, "name", view, ...): written by the op; in(...): only read.
+  Bf16Stage& out() { return *this; }
+  template <class... R>
+  Bf16Stage& out(const char* name, TensorView& v, R&&... rest) {
+    stage(name, v, true);
+    return out(std::forward<R>(rest)...);
+  }
+  Bf16Stage& in() { return *this; }
+  template <class... R>
+  Bf16Stage& in(const char* name, TensorView& v, R&&... rest) {
+    stage(name, v, false);
+    return in(std::forward<R>(rest)...);
+  }
+
+ private:
+  struct Staged {
+    TensorView original;
+    std::vector<float> f32;
+    bool write_back;
+  };
+  // Replaces a host bf16 view by an f32 copy of it; anything else is left to the op's checks.
+  void stage(const char* name, TensorView& v, bool write_back) {
+    if (v.empty()) return;
+    // One compute dtype per call (backend.h), as the GPU backend requires: a mix is a bug.
+    if (v.dtype == DType::F32 || v.dtype == DType::BF16) {
+      if (!seen_) seen_ = true, t_ = v.dtype, first_ = name;
+      CR_CHECK(v.dtype == t_, "{}: {} is {} but {} is {}: one compute dtype per call", op_, name,
+               dtype_name(v.dtype), first_, dtype_name(t_));
+    }
+    if (v.dtype != DType::BF16 || v.device != Device::CPU) return;
+    Staged& s = staged_.emplace_back(Staged{v, std::vector<float>(v.numel()), write_back});
+    const auto* src = static_cast<const uint16_t*>(v.data);
+    const size_t n = s.f32.size();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) s.f32[i] = bf16_to_f32(src[i]);
+    v.data = s.f32.data();
+    v.dtype = DType::F32;
+  }
+  const char* op_;
+  int exceptions_;
+  bool seen_ = false;
+  const char* first_ = "";
+  DType t_ = DType::F32;
+  std::list<Staged> staged_;  // stable addresses: the views point into them
+};
+
 class CpuBackend final : public Backend {
  public:
   const char* name() const override { return "cpu"; }
@@ -93,6 +164,8 @@ class CpuBackend final : public Backend {
 
   void embedding_forward(TensorView out, TensorView tokens, TensorView wte, TensorView wpe, int B,
                          int T, int C, int vocab_start, int vocab_count) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("wte", wte, "wpe", wpe);
     const char* op = "embedding_forward";
     cpu::embedding_forward(F(out, z(B * T, C), op, "out"), I(tokens, z(B, T), op, "tokens"),
                            F(wte, rows(vocab_count, C), op, "wte"), Fopt(wpe, z(T, C), op, "wpe"), B, T, C,
@@ -100,6 +173,8 @@ class CpuBackend final : public Backend {
   }
   void embedding_backward(TensorView dwte, TensorView dwpe, TensorView dout, TensorView tokens,
                           int B, int T, int C, int vocab_start, int vocab_count) override {
+    Bf16Stage st(__func__);
+    st.in("dout", dout);
     const char* op = "embedding_backward";
     cpu::embedding_backward(F(dwte, rows(vocab_count, C), op, "dwte"), Fopt(dwpe, z(T, C), op, "dwpe"),
                             F(dout, z(B * T, C), op, "dout"), I(tokens, z(B, T), op, "tokens"), B,
@@ -108,6 +183,8 @@ class CpuBackend final : public Backend {
 
   void layernorm_forward(TensorView out, TensorView mean, TensorView rstd, TensorView inp,
                          TensorView weight, TensorView bias, int N, int C, float eps) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("inp", inp, "weight", weight, "bias", bias);
     const char* op = "layernorm_forward";
     cpu::layernorm_forward(F(out, z(N, C), op, "out"), F(mean, N, op, "mean"),
                            F(rstd, N, op, "rstd"), F(inp, z(N, C), op, "inp"),
@@ -115,6 +192,8 @@ class CpuBackend final : public Backend {
   }
   void layernorm_apply(TensorView out, TensorView inp, TensorView mean, TensorView rstd,
                        TensorView weight, TensorView bias, int N, int C) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("inp", inp, "weight", weight, "bias", bias);
     const char* op = "layernorm_apply";
     cpu::layernorm_apply(F(out, z(N, C), op, "out"), F(inp, z(N, C), op, "inp"),
                          F(mean, N, op, "mean"), F(rstd, N, op, "rstd"),
@@ -123,6 +202,8 @@ class CpuBackend final : public Backend {
   void residual_layernorm_forward(TensorView x, TensorView out, TensorView mean, TensorView rstd,
                                   TensorView a, TensorView b, TensorView weight, TensorView bias,
                                   int N, int C, float eps) override {
+    Bf16Stage st(__func__);
+    st.out("x", x, "out", out).in("a", a, "b", b, "weight", weight, "bias", bias);
     const char* op = "residual_layernorm_forward";
     cpu::residual_layernorm_forward(F(x, z(N, C), op, "x"), F(out, z(N, C), op, "out"),
                                     F(mean, N, op, "mean"), F(rstd, N, op, "rstd"),
@@ -132,6 +213,8 @@ class CpuBackend final : public Backend {
   void layernorm_backward(TensorView dinp, TensorView dweight, TensorView dbias, TensorView dout,
                           TensorView inp, TensorView weight, TensorView mean, TensorView rstd,
                           int N, int C) override {
+    Bf16Stage st(__func__);
+    st.out("dinp", dinp).in("dout", dout, "inp", inp, "weight", weight);
     const char* op = "layernorm_backward";
     cpu::layernorm_backward(F(dinp, z(N, C), op, "dinp"), F(dweight, C, op, "dweight"),
                             F(dbias, C, op, "dbias"), F(dout, z(N, C), op, "dout"),
@@ -140,12 +223,16 @@ class CpuBackend final : public Backend {
   }
   void rmsnorm_forward(TensorView out, TensorView rstd, TensorView inp, TensorView weight, int N,
                        int C, float eps) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("inp", inp, "weight", weight);
     const char* op = "rmsnorm_forward";
     cpu::rmsnorm_forward(F(out, z(N, C), op, "out"), F(rstd, N, op, "rstd"),
                          F(inp, z(N, C), op, "inp"), F(weight, C, op, "weight"), N, C, eps);
   }
   void rmsnorm_apply(TensorView out, TensorView inp, TensorView rstd, TensorView weight, int N,
                      int C) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("inp", inp, "weight", weight);
     const char* op = "rmsnorm_apply";
     cpu::rmsnorm_apply(F(out, z(N, C), op, "out"), F(inp, z(N, C), op, "inp"),
                        F(rstd, N, op, "rstd"), F(weight, C, op, "weight"), N, C);
@@ -153,6 +240,8 @@ class CpuBackend final : public Backend {
   void residual_rmsnorm_forward(TensorView x, TensorView out, TensorView rstd, TensorView a,
                                 TensorView b, TensorView weight, int N, int C,
                                 float eps) override {
+    Bf16Stage st(__func__);
+    st.out("x", x, "out", out).in("a", a, "b", b, "weight", weight);
     const char* op = "residual_rmsnorm_forward";
     cpu::residual_rmsnorm_forward(F(x, z(N, C), op, "x"), F(out, z(N, C), op, "out"),
                                   F(rstd, N, op, "rstd"), F(a, z(N, C), op, "a"),
@@ -160,6 +249,8 @@ class CpuBackend final : public Backend {
   }
   void rmsnorm_backward(TensorView dinp, TensorView dweight, TensorView dout, TensorView inp,
                         TensorView weight, TensorView rstd, int N, int C) override {
+    Bf16Stage st(__func__);
+    st.out("dinp", dinp).in("dout", dout, "inp", inp, "weight", weight);
     const char* op = "rmsnorm_backward";
     cpu::rmsnorm_backward(F(dinp, z(N, C), op, "dinp"), F(dweight, C, op, "dweight"),
                           F(dout, z(N, C), op, "dout"), F(inp, z(N, C), op, "inp"),
@@ -168,6 +259,8 @@ class CpuBackend final : public Backend {
 
   void matmul_forward(TensorView out, TensorView inp, TensorView weight, TensorView bias, int N,
                       int C, int OC, int ldo) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("inp", inp, "weight", weight, "bias", bias);
     const char* op = "matmul_forward";
     if (ldo <= 0) ldo = OC;
     CR_CHECK(ldo >= OC, "{}: ldo {} < OC {}", op, ldo, OC);
@@ -178,6 +271,8 @@ class CpuBackend final : public Backend {
   void matmul_backward(TensorView dinp, TensorView dweight, TensorView dbias, TensorView dout,
                        TensorView inp, TensorView weight, int N, int C, int OC, int ldd,
                        bool accumulate_dinp) override {
+    Bf16Stage st(__func__);
+    st.out("dinp", dinp).in("dout", dout, "inp", inp, "weight", weight);
     const char* op = "matmul_backward";
     if (ldd <= 0) ldd = OC;
     CR_CHECK(ldd >= OC, "{}: ldd {} < OC {}", op, ldd, OC);
@@ -190,6 +285,8 @@ class CpuBackend final : public Backend {
 
   void attention_forward(TensorView out, TensorView lse, TensorView qkv, int B, int T, int H,
                          int Hkv, int hs) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("qkv", qkv);
     const char* op = "attention_forward";
     CR_CHECK(Hkv > 0 && H % Hkv == 0, "{}: H {} is not a multiple of Hkv {}", op, H, Hkv);
     const size_t N = z(B, T);
@@ -198,6 +295,8 @@ class CpuBackend final : public Backend {
   }
   void attention_backward(TensorView dqkv, TensorView dout, TensorView qkv, TensorView out,
                           TensorView lse, int B, int T, int H, int Hkv, int hs) override {
+    Bf16Stage st(__func__);
+    st.out("dqkv", dqkv).in("dout", dout, "qkv", qkv, "out", out);
     const char* op = "attention_backward";
     CR_CHECK(Hkv > 0 && H % Hkv == 0, "{}: H {} is not a multiple of Hkv {}", op, H, Hkv);
     const size_t N = z(B, T), ld = (size_t)(H + 2 * Hkv) * hs;
@@ -207,6 +306,8 @@ class CpuBackend final : public Backend {
   }
   void attention_decode(TensorView out, TensorView q, TensorView kcache, TensorView vcache,
                         int len, int H, int Hkv, int hs) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("q", q, "kcache", kcache, "vcache", vcache);
     const char* op = "attention_decode";
     CR_CHECK(Hkv > 0 && H % Hkv == 0 && len > 0, "{}: H {} Hkv {} len {}", op, H, Hkv, len);
     cpu::attention_decode(F(out, z(H, hs), op, "out"), F(q, z(H, hs), op, "q"),
@@ -215,12 +316,16 @@ class CpuBackend final : public Backend {
   }
   void rope_forward(TensorView x, int B, int T, int ld, int n_heads, int hs, float theta,
                     int pos0) override {
+    Bf16Stage st(__func__);
+    st.out("x", x);
     CR_CHECK(hs % 2 == 0 && n_heads * hs <= ld, "rope_forward: hs {} n_heads {} ld {}", hs,
              n_heads, ld);
     cpu::rope_forward(F(x, z(B * T, ld), "rope_forward", "x"), B, T, ld, n_heads, hs, theta, pos0);
   }
   void rope_backward(TensorView dx, int B, int T, int ld, int n_heads, int hs, float theta,
                      int pos0) override {
+    Bf16Stage st(__func__);
+    st.out("dx", dx);
     CR_CHECK(hs % 2 == 0 && n_heads * hs <= ld, "rope_backward: hs {} n_heads {} ld {}", hs,
              n_heads, ld);
     cpu::rope_backward(F(dx, z(B * T, ld), "rope_backward", "dx"), B, T, ld, n_heads, hs, theta,
@@ -228,34 +333,48 @@ class CpuBackend final : public Backend {
   }
 
   void gelu_forward(TensorView out, TensorView inp, size_t n) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("inp", inp);
     cpu::gelu_forward(F(out, n, "gelu_forward", "out"), F(inp, n, "gelu_forward", "inp"), n);
   }
   void gelu_backward(TensorView dinp, TensorView inp, TensorView dout, size_t n) override {
+    Bf16Stage st(__func__);
+    st.out("dinp", dinp).in("inp", inp, "dout", dout);
     const char* op = "gelu_backward";
     cpu::gelu_backward(F(dinp, n, op, "dinp"), F(inp, n, op, "inp"), F(dout, n, op, "dout"), n);
   }
   void swiglu_forward(TensorView out, TensorView inp, int N, int Fw) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("inp", inp);
     const char* op = "swiglu_forward";
     cpu::swiglu_forward(F(out, z(N, Fw), op, "out"), F(inp, z(N, 2 * Fw), op, "inp"), N, Fw);
   }
   void swiglu_backward(TensorView dinp, TensorView inp, TensorView dout, int N, int Fw) override {
+    Bf16Stage st(__func__);
+    st.out("dinp", dinp).in("inp", inp, "dout", dout);
     const char* op = "swiglu_backward";
     cpu::swiglu_backward(F(dinp, z(N, 2 * Fw), op, "dinp"), F(inp, z(N, 2 * Fw), op, "inp"),
                          F(dout, z(N, Fw), op, "dout"), N, Fw);
   }
   void residual_forward(TensorView out, TensorView a, TensorView b, size_t n) override {
+    Bf16Stage st(__func__);
+    st.out("out", out).in("a", a, "b", b);
     const char* op = "residual_forward";
     cpu::residual_forward(F(out, n, op, "out"), F(a, n, op, "a"), F(b, n, op, "b"), n);
   }
 
   void crossentropy_row_max(TensorView row_max, TensorView logits, int N, int Vl,
                             int n_valid) override {
+    Bf16Stage st(__func__);
+    st.in("logits", logits);
     const char* op = "crossentropy_row_max";
     cpu::crossentropy_row_max(F(row_max, N, op, "row_max"), F(logits, z(N, Vl), op, "logits"), N,
                               Vl, n_valid);
   }
   void crossentropy_row_sums(TensorView sums, TensorView logits, TensorView row_max,
                              TensorView targets, int N, int Vl, int v0, int n_valid) override {
+    Bf16Stage st(__func__);
+    st.in("logits", logits);
     const char* op = "crossentropy_row_sums";
     cpu::crossentropy_row_sums(F(sums, 2 * (size_t)N, op, "sums"), F(logits, z(N, Vl), op, "logits"),
                                F(row_max, N, op, "row_max"), I(targets, N, op, "targets"), N, Vl,
@@ -264,6 +383,8 @@ class CpuBackend final : public Backend {
   void crossentropy_backward(TensorView dlogits, TensorView logits, TensorView row_max,
                              TensorView sums, TensorView targets, int N, int Vl, int v0,
                              int n_valid, float dloss) override {
+    Bf16Stage st(__func__);
+    st.out("dlogits", dlogits).in("logits", logits);
     const char* op = "crossentropy_backward";
     cpu::crossentropy_backward(F(dlogits, z(N, Vl), op, "dlogits"),
                                F(logits, z(N, Vl), op, "logits"), F(row_max, N, op, "row_max"),
@@ -286,7 +407,11 @@ class CpuBackend final : public Backend {
   double sum_squares(TensorView x) override {
     return cpu::sum_squares(F(x, 0, "sum_squares", "x"), x.numel());
   }
-  void scale(TensorView x, float s) override { cpu::scale(F(x, 0, "scale", "x"), x.numel(), s); }
+  void scale(TensorView x, float s) override {
+    Bf16Stage st(__func__);
+    st.out("x", x);
+    cpu::scale(F(x, 0, "scale", "x"), x.numel(), s);
+  }
 };
 
 }  // namespace
