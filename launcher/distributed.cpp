@@ -36,6 +36,11 @@ void init_processes(ParallelContext& ctx) {
   auto& id = process_identity();
   id.rank = ctx.world->rank();
   id.world = ctx.world->size();
+  MPI_Comm node;  // the ranks sharing this node's memory: local rank for GPU selection
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &ctx.local_rank);
+  MPI_Comm_size(node, &ctx.local_size);
+  MPI_Comm_free(&node);
   log::info("launched as {} ranks under MPI ({}); rank 0 on {}: OMPI_COMM_WORLD_RANK={} "
             "OMPI_COMM_WORLD_LOCAL_RANK={} SLURM_JOB_ID={} SLURM_PROCID={} SLURM_LOCALID={} "
             "SLURM_NTASKS={}",

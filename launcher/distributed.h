@@ -14,6 +14,8 @@ struct ParallelContext {
   RankGrid grid{1, 1, 0};
   std::unique_ptr<Communicator> world, tp, dp;
   bool mpi = false;
+  // This rank's index among the ranks on its node (MPI_COMM_TYPE_SHARED): picks its GPU.
+  int local_rank = 0, local_size = 1;
 };
 
 // True when this process was started by an MPI launcher (mpirun, srun --mpi=pmix, ...).

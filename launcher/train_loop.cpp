@@ -99,20 +99,51 @@ void maybe_kill_at_step(int done, int rank) {
   ::raise(SIGKILL);
 }
 
-// This rank's slice of every saved tensor: parameters, AdamW m and v, each a box of the global
-// tensor (its TP shard, or all of it when replicated).
-std::vector<ShardedTensor> checkpoint_tensors(const GPT& model, AdamW& opt, float* params) {
-  std::vector<ShardedTensor> out;
-  const auto& layout = model.layout();
-  for (auto [prefix, base] : {std::pair<const char*, float*>{"model/", params},
-                              {"optim.m/", opt.m().f32()},
-                              {"optim.v/", opt.v().f32()}})
-    for (const ParamTensor& t : layout.tensors())
-      out.push_back({prefix + t.name, t.global_shape,
-                     shard_box(t.global_shape, t.shard_dim, model.tp_rank(), model.tp_size()),
-                     base + t.offset, t.padded_dim});
-  return out;
-}
+// What a checkpoint holds of this rank, in host memory: the f32 parameters and AdamW's m and v
+// (whatever train.dtype: the format does not depend on the device or dtype, so a checkpoint
+// resumes anywhere). On the CPU these are the model's own buffers; on a GPU, host mirrors copied
+// from the device before a save (to_host) and back to it after a resume (to_device).
+class CheckpointState {
+ public:
+  CheckpointState(GPT& model, AdamW& opt) : model_(model), opt_(opt) {
+    mirrored_ = model.param_buffer().device() != Device::CPU;
+    if (mirrored_)
+      for (auto* h : {&p_, &m_, &v_}) h->assign(model.num_params(), 0.f);
+  }
+  // This rank's slice of every saved tensor, each a box of the global tensor (its TP shard, or
+  // all of it when replicated).
+  std::vector<ShardedTensor> tensors() {
+    std::vector<ShardedTensor> out;
+    for (auto [prefix, base] : {std::pair<const char*, float*>{"model/", host(model_.param_buffer(), p_)},
+                                {"optim.m/", host(opt_.m(), m_)},
+                                {"optim.v/", host(opt_.v(), v_)}})
+      for (const ParamTensor& t : model_.layout().tensors())
+        out.push_back({prefix + t.name, t.global_shape,
+                       shard_box(t.global_shape, t.shard_dim, model_.tp_rank(), model_.tp_size()),
+                       base + t.offset, t.padded_dim});
+    return out;
+  }
+  void to_host() {
+    if (mirrored_)
+      for (auto [dev, h] : pairs()) model_.backend().copy(flat(h), dev->view());
+  }
+  void to_device() {
+    if (mirrored_)
+      for (auto [dev, h] : pairs()) model_.backend().copy(dev->view(), flat(h));
+    model_.params_changed();
+  }
+
+ private:
+  float* host(DeviceBuffer& b, std::vector<float>& mirror) { return mirrored_ ? mirror.data() : b.f32(); }
+  static TensorView flat(std::vector<float>* h) { return TensorView::f32(h->data(), {(int64_t)h->size()}); }
+  std::vector<std::pair<DeviceBuffer*, std::vector<float>*>> pairs() {
+    return {{&model_.param_buffer(), &p_}, {&opt_.m(), &m_}, {&opt_.v(), &v_}};
+  }
+  GPT& model_;
+  AdamW& opt_;
+  bool mirrored_;
+  std::vector<float> p_, m_, v_;
+};
 
 // The model config of the run: model.vocab_size 0 takes the data's tokenizer's vocabulary.
 ModelConfig model_config(const Config& cfg, const std::optional<DatasetInfo>& info) {
@@ -231,16 +262,72 @@ void write_run_dir(const Config& cfg, const ModelConfig& mc, const std::optional
     std::ofstream(fs::path(cfg.run.dir) / kRunTokenizerFile) << info->tokenizer->to_json().dump() << "\n";
 }
 
-void log_memory_plan(const Config& cfg, const ModelConfig& mc, size_t num_params, int tp) {
+// ---- device, dtype and the memory plan -------------------------------------------------------
+
+DType train_dtype(const Config& cfg) { return cfg.train.dtype == "bf16" ? DType::BF16 : DType::F32; }
+
+// train.device (empty: cuda when this binary has it and a GPU is visible). One GPU per rank,
+// chosen by the rank's index on its node; more ranks than GPUs share them round-robin.
+Backend& select_backend(const Config& cfg, const ParallelContext& ctx) {
+  const std::string device = !cfg.train.device.empty() ? cfg.train.device
+                             : cuda_available()         ? "cuda"
+                                                        : "cpu";
+  if (device == "cpu") return cpu_backend();
+  const int gpus = cuda_device_count();
+  Backend& be = cuda_backend(gpus > 0 ? ctx.local_rank % gpus : 0);  // throws, named, if none
+  if (ctx.grid.rank() == 0)
+    log::info("device: cuda, {} GPU(s) visible per node, {} rank(s) per node{}", gpus,
+              ctx.local_size, ctx.local_size > gpus ? " (ranks share GPUs)" : "");
+  return be;
+}
+
+// Memory per rank, in bytes: the f32 master weights, gradients and AdamW moments, the bf16
+// weight copy (train.dtype bf16), one micro-batch's activations, and headroom for the GEMM and
+// attention libraries' workspaces and the caching allocator's rounding.
+struct MemoryPlan {
+  static constexpr double kWorkspace = 256.0 * (1 << 20);
+  double params, grads, optim, compute_copy, workspace = kWorkspace;
+  ActivationPlan acts;
+  double total() const { return params + grads + optim + compute_copy + acts.bytes() + workspace; }
+};
+MemoryPlan memory_plan(const Config& cfg, const ModelConfig& mc, int tp) {
+  const double n = (double)ParamLayout(mc, 0, tp).total();
+  const DType dtype = train_dtype(cfg);
+  MemoryPlan p{n * 4, n * 4, n * 8, dtype == DType::BF16 ? n * 2 : 0.0};
+  p.acts = GPT::activation_plan(mc, cfg.train.micro_batch, mc.block_size, tp, cfg.train.recompute,
+                                dtype);
+  return p;
+}
+
+void log_memory_plan(const Config& cfg, const ModelConfig& mc, int tp) {
   const int M = cfg.train.micro_batch, T = mc.block_size;
-  const ActivationPlan plan = GPT::activation_plan(mc, M, T, tp, cfg.train.recompute);
-  const double p = num_params * 4.0 / 1e6;
-  log::info("memory per rank: parameters {:.1f} MB + gradients {:.1f} MB + AdamW {:.1f} MB; "
-            "activations {:.1f} MB = {} layers x {:.1f} MB + classifier chunk {:.1f} MB + "
+  const MemoryPlan p = memory_plan(cfg, mc, tp);
+  const ActivationPlan& a = p.acts;
+  log::info("memory per rank: parameters {:.1f} MB + gradients {:.1f} MB + AdamW {:.1f} MB{}; "
+            "activations ({}) {:.1f} MB = {} layers x {:.1f} MB + classifier chunk {:.1f} MB + "
             "other {:.1f} MB (micro-batch {} x {}, recompute {})",
-            p, p, 2 * p, plan.bytes() / 1e6, mc.n_layer, plan.per_layer / 1e6,
-            plan.classifier / 1e6, plan.other / 1e6, M, T,
+            p.params / 1e6, p.grads / 1e6, p.optim / 1e6,
+            p.compute_copy > 0 ? fmt::format(" + bf16 weights {:.1f} MB", p.compute_copy / 1e6) : "",
+            cfg.train.dtype, a.bytes() / 1e6, mc.n_layer, a.per_layer / 1e6, a.classifier / 1e6,
+            a.other / 1e6, M, T,
             cfg.train.recompute ? "on: MLP activation and norm outputs rebuilt in backward" : "off");
+}
+
+// Before anything is allocated on the device: the plan against its free memory, so a run that
+// cannot fit stops with one line instead of an out-of-memory error mid-step.
+void check_memory_plan(const Config& cfg, const ModelConfig& mc, int tp, Backend& backend) {
+  const Backend::MemoryInfo mem = backend.memory_info();
+  if (mem.total_bytes == 0) return;  // host memory: not known, not checked
+  const MemoryPlan p = memory_plan(cfg, mc, tp);
+  if (p.total() <= (double)mem.free_bytes) return;
+  CR_INPUT_ERROR("{}: memory plan needs {:.2f} GB per rank (weights, gradients and AdamW {:.2f} GB, "
+                 "activations {:.2f} GB, workspace {:.2f} GB) but the GPU has {:.2f} GB free of "
+                 "{:.2f} GB; lower train.micro_batch = {}{}{}, or raise parallel.tensor = {}",
+                 cfg.source, p.total() / 1e9,
+                 (p.params + p.grads + p.optim + p.compute_copy) / 1e9, p.acts.bytes() / 1e9,
+                 p.workspace / 1e9, mem.free_bytes / 1e9, mem.total_bytes / 1e9,
+                 cfg.train.micro_batch, cfg.train.recompute ? "" : ", set train.recompute: true",
+                 cfg.train.dtype == "bf16" ? "" : ", set train.dtype: bf16", cfg.parallel.tensor);
 }
 
 // The whole model gathered over the TP group (a collective) and exported by rank 0 as Hugging
@@ -263,7 +350,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   const bool rank0 = grid.rank() == 0;
   const char* drop = std::getenv("CR_TEST_DROP_COLLECTIVE");  // negative control only
   CommTensorParallel tp_comm(*ctx.tp, drop ? drop : "");
-  Backend& backend = cpu_backend();  // where the model, its gradients and AdamW's state live
+  Backend& backend = select_backend(cfg, ctx);  // where the model, gradients and AdamW live
   GradientSync grad_sync(*ctx.dp, (size_t)(cfg.parallel.bucket_mb * 1024 * 1024), backend);
   if (drop) log::warn("test fault: dropping the tensor-parallel collective '{}'", drop);
 
@@ -283,7 +370,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
       info && info->val_bytes > 0 ? (double)info->val_bytes / (double)info->val_tokens : 0.0;
 
   // ---- model and optimizer -----------------------------------------------------------------
-  GPT model(mc, &tp_comm, &backend);
+  check_memory_plan(cfg, mc, grid.tp(), backend);
+  GPT model(mc, &tp_comm, &backend, train_dtype(cfg));
   model.set_recompute(cfg.train.recompute);
   if (cfg.train.init_from.empty()) {
     model.init((uint64_t)cfg.train.seed);
@@ -297,9 +385,12 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   Progress progress(cfg.train.max_steps);
   const bool checkpointing = !cfg.checkpoint.dir.empty();
   Checkpointer ckpt(cfg.checkpoint.dir, cfg.checkpoint.keep_last, *ctx.world);
-  const auto ckpt_tensors = checkpoint_tensors(model, opt, model.params());
+  CheckpointState ckpt_state(model, opt);
+  const auto ckpt_tensors = ckpt_state.tensors();
   const int start_step = checkpointing ? resume(ckpt, ckpt_tensors, mc, opt, cfg) : 0;
+  if (start_step > 0) ckpt_state.to_device();
   auto save_checkpoint = [&](int done, float lr) {
+    ckpt_state.to_host();
     proto::Manifest meta = checkpoint_meta(cfg, mc, done, lr, dp, opt.steps_taken(), ctx.mpi);
     const bool ok = ckpt.save(ckpt_tensors, std::move(meta), grid.tp(), dp);
     const auto& st = ckpt.last_save();
@@ -324,7 +415,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   log::info("data: {} train tokens ({} windows of {}), {} val tokens; {} tokens/step in {} micro-batches of {} x {}",
             human_count((double)train_split.tokens()), train_loader.num_windows(), T,
             human_count((double)val_split.tokens()), G * T, accum, M, T);
-  log_memory_plan(cfg, mc, model.num_params(), grid.tp());
+  log_memory_plan(cfg, mc, grid.tp());
 
   // Periodic evaluations score eval_batches micro-batches; the final one run.final_eval_tokens
   // (a prefix of full windows), or the whole split. A stop signal caught meanwhile, agreed by all
@@ -395,7 +486,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
       loss += model.forward_backward(inputs.data(), targets.data(), M, T, 1.f / (float)accum);
     }
     loss /= accum;
-    grad_sync.all_reduce_mean(model.grads(), model.num_params());
+    float* grads = model.grad_buffer().f32();  // on the backend's device
+    grad_sync.all_reduce_mean(grads, model.num_params());
     if (dp > 1) {  // the step's loss is the mean over the whole global batch
       ctx.dp->all_reduce(&loss, 1);
       loss /= dp;
@@ -404,10 +496,10 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
       CR_INPUT_ERROR("training diverged: loss is {} at step {} (lower train.lr = {}?)", loss,
                      step + 1, cfg.train.lr);
     const float norm =
-        clip_grad_norm(model.layout(), model.grads(), cfg.train.grad_clip, &tp_comm, backend);
+        clip_grad_norm(model.layout(), grads, cfg.train.grad_clip, &tp_comm, backend);
     const float lr = lr_at(step, cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.lr,
                            cfg.train.min_lr);
-    opt.step(model.params(), model.grads(), lr);
+    opt.step(model.param_buffer().f32(), grads, lr);  // marks the bf16 weight copy stale
     const double secs = seconds_since(t0);
     train_secs += secs;
 

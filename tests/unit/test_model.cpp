@@ -716,5 +716,72 @@ TEST(Model, RaggedShapesAfterLargerOnesMatchAFreshModel) {
   }
 }
 
-}  // namespace cr
+// ------------------------------------------------------------------------------------------
+// Mixed precision (train.dtype bf16): bf16 activations and weight copy, f32 masters and grads
 
+// The relative L2 distance between two gradient vectors.
+double rel_l2(const float* a, const float* b, size_t n) {
+  double d = 0, r = 0;
+  for (size_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
+  return std::sqrt(d / std::max(r, 1e-30));
+}
+
+// A bf16 model computes what the f32 model computes, to bf16's precision (8 bits of mantissa,
+// relative rounding 2^-9 per stored activation), with f32 master weights and gradients; and it
+// does round (it is not secretly f32). Both families.
+TEST(MixedPrecision, Bf16TracksF32WithinBf16Precision) {
+  for (const ModelConfig& cfg : {tiny_config(), tiny_llama_config()}) {
+    GPT f32(cfg), b16(cfg, nullptr, nullptr, DType::BF16);
+    f32.init(5);
+    b16.init(5);
+    ASSERT_EQ(b16.param_buffer().dtype(), DType::F32);
+    ASSERT_EQ(b16.grad_buffer().dtype(), DType::F32);
+    const int B = 2, T = cfg.block_size;
+    const Batch b = make_batch(B, T, cfg.vocab_size, 6);
+    const float l32 = f32.forward_backward(b.in.data(), b.tgt.data(), B, T, 1.f);
+    const float l16 = b16.forward_backward(b.in.data(), b.tgt.data(), B, T, 1.f);
+    EXPECT_NEAR(l16, l32, 2e-2) << (cfg.llama() ? "llama" : "gpt2");
+    EXPECT_NE(l16, l32) << "bf16 gave exactly the f32 loss: is it rounding at all?";
+    const double g = rel_l2(b16.grads(), f32.grads(), f32.num_params());
+    EXPECT_LT(g, 5e-2) << (cfg.llama() ? "llama" : "gpt2");
+    EXPECT_GT(g, 1e-6) << (cfg.llama() ? "llama" : "gpt2");
+  }
+}
+
+// The bf16 copy the forward reads follows the f32 masters: an update through param_buffer()
+// (what the optimizer does) changes the next loss exactly as it changes the f32 model's.
+TEST(MixedPrecision, Bf16WeightCopyFollowsTheMasterWeights) {
+  const ModelConfig cfg = tiny_config();
+  GPT m(cfg, nullptr, nullptr, DType::BF16);
+  m.init(7);
+  const int B = 1, T = cfg.block_size;
+  const Batch b = make_batch(B, T, cfg.vocab_size, 8);
+  const float before = m.forward(b.in.data(), b.tgt.data(), B, T);
+  AdamW opt(m.layout(), {});
+  m.forward_backward(b.in.data(), b.tgt.data(), B, T, 1.f);
+  opt.step(m.param_buffer().f32(), m.grad_buffer().f32(), 1e-2f);
+  const float after = m.forward(b.in.data(), b.tgt.data(), B, T);
+  EXPECT_LT(after, before - 1e-3) << "the step did not reach the bf16 weights";
+}
+
+// Checkpoints hold f32 masters whatever the dtype: a bf16 model's parameters load into an f32
+// model and back bit for bit (what resuming across train.dtype relies on).
+TEST(MixedPrecision, MasterWeightsMoveBetweenDtypesExactly) {
+  const ModelConfig cfg = tiny_llama_config();
+  GPT b16(cfg, nullptr, nullptr, DType::BF16), f32(cfg);
+  b16.init(9);
+  const std::vector<float> full = b16.gather_full();
+  f32.load_full(full.data());
+  EXPECT_EQ(std::memcmp(f32.params(), b16.params(), f32.num_params() * 4), 0);
+}
+
+// The memory plan counts bf16 activations at 2 bytes and the statistics at 4.
+TEST(MixedPrecision, ActivationPlanCountsTwoByteActivations) {
+  const ModelConfig cfg = tiny_config();
+  const auto p32 = GPT::activation_plan(cfg, 2, 16, 1, false, DType::F32);
+  const auto p16 = GPT::activation_plan(cfg, 2, 16, 1, false, DType::BF16);
+  EXPECT_LT(p16.per_layer, p32.per_layer * 0.6);
+  EXPECT_GT(p16.per_layer, p32.per_layer / 2);  // mean, rstd and lse stay f32
+}
+
+}  // namespace cr
