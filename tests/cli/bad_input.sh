@@ -116,6 +116,14 @@ EOF
     expect_error 'run\.final_eval_tokens = -5\b' 'out of range' \
       -- "$CR" train "$TINY" --set run.final_eval_tokens=-5
     ;;
+  train_dtype_unknown)
+    expect_error "train\.dtype = 'fp16'" 'expected fp32 or bf16' \
+      -- "$CR" train "$TINY" --set train.dtype=fp16
+    ;;
+  train_device_unknown)
+    expect_error "train\.device = 'gpu'" 'expected cpu or cuda' \
+      -- "$CR" train "$TINY" --set train.device=gpu
+    ;;
   ckpt_missing_dir)
     expect_error 'no-such-ckpt' 'no such checkpoint directory' -- "$CR" ckpt inspect no-such-ckpt
     ;;
