@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Mixed precision end to end on the CPU backend: train.dtype bf16 tracks fp32 step for step
-# (within 2e-2 nats over 20 steps: bf16 rounding, not a different model), and a checkpoint
+# (within 3e-2 nats over 20 steps at lr 1e-2; measured 1.5e-2 on Zen 3: bf16 rounding, while a
+# bf16 copy that missed the optimizer's updates is off by tenths of a nat), and a checkpoint
 # resumes across dtypes in both directions (checkpoints hold the f32 masters and AdamW state,
 # whatever the dtype), landing near the uninterrupted run.
 set -euo pipefail
@@ -19,7 +20,7 @@ a = [float(x) for x in open(sys.argv[1])]
 b = [float(x) for x in open(sys.argv[2])]
 assert len(a) == len(b) == 20, (len(a), len(b))
 gap = max(abs(x - y) for x, y in zip(a, b))
-assert gap < 2e-2, f"max loss gap {gap:.4g} over 20 steps"
+assert gap < 3e-2, f"max loss gap {gap:.4g} over 20 steps"
 assert a != b, "bf16 losses equal fp32's exactly: bf16 is not in effect"
 print(f"-- bf16 vs fp32: max loss gap {gap:.2e} over 20 steps")
 PY
@@ -41,7 +42,7 @@ a = [float(x) for x in open(sys.argv[1])]
 b = [float(x) for x in open(sys.argv[2])]
 assert len(b) == 20, len(b)
 gap = max(abs(x - y) for x, y in zip(a, b))
-assert gap < 2e-2, f"max loss gap {gap:.4g}"
+assert gap < 3e-2, f"max loss gap {gap:.4g}"
 print(f"-- resume: max loss gap to the fp32 run {gap:.2e}")
 PY
 done
