@@ -30,6 +30,7 @@
 #include "launcher/commands.h"
 #include "launcher/distributed.h"
 #include "launcher/evaluate.h"
+#include "launcher/memory_plan.h"
 #include "launcher/progress.h"
 #include "parallel/checkpoint/checkpoint.h"
 #include "parallel/comm/mpi_communicator.h"
@@ -264,8 +265,6 @@ void write_run_dir(const Config& cfg, const ModelConfig& mc, const std::optional
 
 // ---- device, dtype and the memory plan -------------------------------------------------------
 
-DType train_dtype(const Config& cfg) { return cfg.train.dtype == "bf16" ? DType::BF16 : DType::F32; }
-
 // train.device (empty: cuda when this binary has it and a GPU is visible). One GPU per rank,
 // chosen by the rank's index on its node; more ranks than GPUs share them round-robin.
 Backend& select_backend(const Config& cfg, const ParallelContext& ctx) {
@@ -279,55 +278,6 @@ Backend& select_backend(const Config& cfg, const ParallelContext& ctx) {
     log::info("device: cuda, {} GPU(s) visible per node, {} rank(s) per node{}", gpus,
               ctx.local_size, ctx.local_size > gpus ? " (ranks share GPUs)" : "");
   return be;
-}
-
-// Memory per rank, in bytes: the f32 master weights, gradients and AdamW moments, the bf16
-// weight copy (train.dtype bf16), one micro-batch's activations, and headroom for the GEMM and
-// attention libraries' workspaces and the caching allocator's rounding.
-struct MemoryPlan {
-  static constexpr double kWorkspace = 256.0 * (1 << 20);
-  double params, grads, optim, compute_copy, workspace = kWorkspace;
-  ActivationPlan acts;
-  double total() const { return params + grads + optim + compute_copy + acts.bytes() + workspace; }
-};
-MemoryPlan memory_plan(const Config& cfg, const ModelConfig& mc, int tp) {
-  const double n = (double)ParamLayout(mc, 0, tp).total();
-  const DType dtype = train_dtype(cfg);
-  MemoryPlan p{n * 4, n * 4, n * 8, dtype == DType::BF16 ? n * 2 : 0.0};
-  p.acts = GPT::activation_plan(mc, cfg.train.micro_batch, mc.block_size, tp, cfg.train.recompute,
-                                dtype);
-  return p;
-}
-
-void log_memory_plan(const Config& cfg, const ModelConfig& mc, int tp) {
-  const int M = cfg.train.micro_batch, T = mc.block_size;
-  const MemoryPlan p = memory_plan(cfg, mc, tp);
-  const ActivationPlan& a = p.acts;
-  log::info("memory per rank: parameters {:.1f} MB + gradients {:.1f} MB + AdamW {:.1f} MB{}; "
-            "activations ({}) {:.1f} MB = {} layers x {:.1f} MB + classifier chunk {:.1f} MB + "
-            "other {:.1f} MB (micro-batch {} x {}, recompute {})",
-            p.params / 1e6, p.grads / 1e6, p.optim / 1e6,
-            p.compute_copy > 0 ? fmt::format(" + bf16 weights {:.1f} MB", p.compute_copy / 1e6) : "",
-            cfg.train.dtype, a.bytes() / 1e6, mc.n_layer, a.per_layer / 1e6, a.classifier / 1e6,
-            a.other / 1e6, M, T,
-            cfg.train.recompute ? "on: MLP activation and norm outputs rebuilt in backward" : "off");
-}
-
-// Before anything is allocated on the device: the plan against its free memory, so a run that
-// cannot fit stops with one line instead of an out-of-memory error mid-step.
-void check_memory_plan(const Config& cfg, const ModelConfig& mc, int tp, Backend& backend) {
-  const Backend::MemoryInfo mem = backend.memory_info();
-  if (mem.total_bytes == 0) return;  // host memory: not known, not checked
-  const MemoryPlan p = memory_plan(cfg, mc, tp);
-  if (p.total() <= (double)mem.free_bytes) return;
-  CR_INPUT_ERROR("{}: memory plan needs {:.2f} GB per rank (weights, gradients and AdamW {:.2f} GB, "
-                 "activations {:.2f} GB, workspace {:.2f} GB) but the GPU has {:.2f} GB free of "
-                 "{:.2f} GB; lower train.micro_batch = {}{}{}, or raise parallel.tensor = {}",
-                 cfg.source, p.total() / 1e9,
-                 (p.params + p.grads + p.optim + p.compute_copy) / 1e9, p.acts.bytes() / 1e9,
-                 p.workspace / 1e9, mem.free_bytes / 1e9, mem.total_bytes / 1e9,
-                 cfg.train.micro_batch, cfg.train.recompute ? "" : ", set train.recompute: true",
-                 cfg.train.dtype == "bf16" ? "" : ", set train.dtype: bf16", cfg.parallel.tensor);
 }
 
 // The whole model gathered over the TP group (a collective) and exported by rank 0 as Hugging
@@ -370,7 +320,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
       info && info->val_bytes > 0 ? (double)info->val_bytes / (double)info->val_tokens : 0.0;
 
   // ---- model and optimizer -----------------------------------------------------------------
-  check_memory_plan(cfg, mc, grid.tp(), backend);
+  check_memory_plan(cfg, mc, grid.tp(), backend.memory_info());
   GPT model(mc, &tp_comm, &backend, train_dtype(cfg));
   model.set_recompute(cfg.train.recompute);
   if (cfg.train.init_from.empty()) {

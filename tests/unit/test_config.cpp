@@ -12,6 +12,7 @@
 
 #include "core/common/error.h"
 #include "launcher/config.h"
+#include "launcher/memory_plan.h"
 
 namespace cr {
 namespace {
@@ -613,6 +614,39 @@ TEST_F(ConfigTest, BUG_LargeSeedIsLoadedExactly) {
   Config c = load_config(write(kMinimal, "c.yaml"));
   c.train.seed = seed;
   EXPECT_EQ(load_config(write(config_to_yaml(c), "d.yaml")).train.seed, seed);
+}
+
+// ---- the memory plan checked against a device's free memory ---------------------------------
+
+// GPT-2 124M at micro-batch 8 x 1024 does not fit in 4 GB free; the one line names the need,
+// what is free, and the keys to lower. It fits in 80 GB; host memory ({0, 0}) is not checked.
+TEST_F(ConfigTest, MemoryPlanNamesNeedFreeAndWhatToLower) {
+  Config c = load_config(write(kMinimal));
+  c.model.n_layer = 12, c.model.n_head = 12, c.model.n_embd = 768, c.model.block_size = 1024;
+  c.model.vocab_size = 50257;
+  c.train.micro_batch = 8;
+  const double gb = 1e9;
+  const MemoryPlan p = memory_plan(c, c.model, 1);
+  EXPECT_NEAR(p.params, 4.0 * ParamLayout(c.model).total(), 1.0);
+  EXPECT_GT(p.total(), 4 * gb);
+  std::string msg;
+  try {
+    check_memory_plan(c, c.model, 1, {(size_t)(4 * gb), (size_t)(80 * gb)});
+  } catch (const InputError& e) {
+    msg = e.what();
+  }
+  EXPECT_TRUE(contains(msg, "memory plan needs")) << msg;
+  EXPECT_TRUE(contains(msg, "4.00 GB free of 80.00 GB")) << msg;
+  EXPECT_TRUE(contains(msg, "train.micro_batch = 8")) << msg;
+  EXPECT_TRUE(contains(msg, "train.recompute: true")) << msg;
+  EXPECT_TRUE(contains(msg, "train.dtype: bf16")) << msg;
+  EXPECT_NO_THROW(check_memory_plan(c, c.model, 1, {(size_t)(80 * gb), (size_t)(80 * gb)}));
+  EXPECT_NO_THROW(check_memory_plan(c, c.model, 1, {}));
+  // bf16 halves the activations and adds a 2-byte weight copy.
+  c.train.dtype = "bf16";
+  const MemoryPlan b = memory_plan(c, c.model, 1);
+  EXPECT_LT(b.acts.bytes(), 0.6 * p.acts.bytes());
+  EXPECT_NEAR(b.compute_copy, p.params / 2, 1.0);
 }
 
 }  // namespace
