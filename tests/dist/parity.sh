@@ -10,15 +10,18 @@ shift 4
 source "$(dirname "$0")/lib.sh"
 dist_init "$BIN" "$SRC" 4000
 CFG="$SRC/tests/dist/${DIST_CONFIG:-dist.yaml}"  # DIST_CONFIG: another model (dist_llama.yaml)
+# DIST_SETS: extra overrides for every run, e.g. "train.dtype=bf16 train.device=cuda".
+SETS=()
+for kv in ${DIST_SETS:-}; do SETS+=(--set "$kv"); done
 
 drop=${CR_TEST_DROP_COLLECTIVE:-}
-( unset CR_TEST_DROP_COLLECTIVE; "$BIN" train "$CFG" --set run.dir=ref >ref.log 2>&1 ) || { cat ref.log; fail "1-rank run failed"; }
+( unset CR_TEST_DROP_COLLECTIVE; "$BIN" train "$CFG" "${SETS[@]}" --set run.dir=ref >ref.log 2>&1 ) || { cat ref.log; fail "1-rank run failed"; }
 for layout in "$@"; do
   tp=${layout%,*} dp=${layout#*,}
   np=$((tp * dp))
   start=$(date +%s%N)
   mpirun -np "$np" --bind-to none -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS -x CR_TEST_DROP_COLLECTIVE \
-    "$BIN" train "$CFG" --set run.dir="run_$tp$dp" --set parallel.tensor="$tp" >"run_$tp$dp.log" 2>&1 \
+    "$BIN" train "$CFG" "${SETS[@]}" --set run.dir="run_$tp$dp" --set parallel.tensor="$tp" >"run_$tp$dp.log" 2>&1 \
     || { cat "run_$tp$dp.log"; fail "layout tp=$tp dp=$dp: the run failed"; }
   note "layout tp=$tp dp=$dp ($np ranks, $(( ($(date +%s%N) - start) / 1000000 )) ms)"
   if [ -z "$drop" ]; then
