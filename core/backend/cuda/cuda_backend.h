@@ -80,6 +80,12 @@ class CudaBackend final : public Backend {
                           TensorView lse, int B, int T, int H, int Hkv, int hs) override;
   void attention_decode(TensorView out, TensorView q, TensorView kcache, TensorView vcache,
                         int len, int H, int Hkv, int hs) override;
+  // Which implementation attention_forward/_backward run (decode is always ours). Auto: cuDNN
+  // for bf16 where this build has the frontend and cuDNN supports the call, else ours (one
+  // warning line on a run-time fallback); Cudnn: cuDNN or throw; Ours: attention.cuh always.
+  // GPU tests force each to compare them.
+  enum class AttentionImpl { Auto, Cudnn, Ours };
+  void set_attention_impl(AttentionImpl impl);
   // rope.cu
   void rope_forward(TensorView x, int B, int T, int ld, int n_heads, int hs, float theta,
                     int pos0) override;
@@ -123,6 +129,7 @@ class CudaBackend final : public Backend {
   size_t scratch_bytes_ = 0;
   std::unique_ptr<Blas, BlasDeleter> blas_;
   std::unique_ptr<Dnn, DnnDeleter> dnn_;
+  AttentionImpl attention_impl_ = AttentionImpl::Auto;
 };
 
 // Argument checks for the op files, kept in release builds (DESIGN convention 5): the view is on
