@@ -553,9 +553,17 @@ void GPT::block_forward(int l, TensorView x_in, int B, int T, int pos0, KVCache*
   // attention branch, and norm_1 of the next block (the final norm after the last) after the MLP.
   residual_norm_forward(la.x_mid.view(), ln2_buf(l), la.ln2_mean.view(), la.ln2_rstd.view(), x_in,
                         a.branch.view(), w.ln2, N);
-  for (const Projection& p : w.fc)
-    be_->matmul_forward(from(la.fch.view(), p.col), ln2_buf(l), p.w, p.b, N, C, p.cols, (int)s.Wfc);
-  mlp_activation(l, N);
+  if (!s.llama && !recompute_) {
+    // gpt2: the up-projection and its GELU in one call (cuBLASLt's GELU_AUX_BIAS epilogue on a
+    // GPU). Not under recompute, which rebuilds the activation with gelu_forward: forward and
+    // recompute must produce the same bits.
+    const Projection& p = w.fc[0];
+    be_->matmul_gelu_forward(act_buf(l), la.fch.view(), ln2_buf(l), p.w, p.b, N, C, p.cols);
+  } else {
+    for (const Projection& p : w.fc)
+      be_->matmul_forward(from(la.fch.view(), p.col), ln2_buf(l), p.w, p.b, N, C, p.cols, (int)s.Wfc);
+    mlp_activation(l, N);
+  }
   be_->matmul_forward(a.branch.view(), act_buf(l), w.mlp_proj.w, row_bias(w.mlp_proj.b), N,
                       (int)s.Fl, C, C);
   reduce_tp(a.branch.view(), (size_t)N * C, "mlp.proj.fwd");
