@@ -280,6 +280,51 @@ Backend& select_backend(const Config& cfg, const ParallelContext& ctx) {
   return be;
 }
 
+// What one optimizer step works on: the model shard, its optimizer and communication, and the
+// data of this DP rank.
+struct StepContext {
+  GPT& model;
+  AdamW& opt;
+  GradientSync& grad_sync;
+  Communicator& dp;
+  TensorParallelComm& tp;
+  BatchLoader& loader;
+};
+struct StepResult {
+  float loss, norm, lr;  // mean loss over the global batch (nats), pre-clip gradient norm, LR
+};
+
+// One optimizer step: train.global_batch sequences as micro-batches of forward and backward on
+// this rank's slice (gradients accumulated in f32), the DP mean of the gradients and of the
+// loss, global-norm clipping, then AdamW at the step's scheduled learning rate.
+StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq,
+                      std::vector<int32_t>& inputs, std::vector<int32_t>& targets) {
+  const int G = cfg.train.global_batch, M = cfg.train.micro_batch, T = c.model.config().block_size;
+  const int dp = c.dp.size(), accum = G / (M * dp);
+  c.model.zero_grad();
+  float loss = 0;
+  for (int k = 0; k < accum; k++) {
+    c.loader.batch((uint64_t)step, G, first_seq + k * M, M, inputs.data(), targets.data());
+    loss += c.model.forward_backward(inputs.data(), targets.data(), M, T, 1.f / (float)accum);
+  }
+  loss /= accum;
+  float* grads = c.model.grad_buffer().f32();  // on the backend's device
+  c.grad_sync.all_reduce_mean(grads, c.model.num_params());
+  if (dp > 1) {  // the step's loss is the mean over the whole global batch
+    c.dp.all_reduce(&loss, 1);
+    loss /= dp;
+  }
+  if (!std::isfinite(loss))
+    CR_INPUT_ERROR("training diverged: loss is {} at step {} (lower train.lr = {}?)", loss,
+                   step + 1, cfg.train.lr);
+  const float norm =
+      clip_grad_norm(c.model.layout(), grads, cfg.train.grad_clip, &c.tp, c.model.backend());
+  const float lr =
+      lr_at(step, cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr);
+  c.opt.step(c.model.param_buffer().f32(), grads, lr);  // marks the bf16 weight copy stale
+  return {loss, norm, lr};
+}
+
 // The whole model gathered over the TP group (a collective) and exported by rank 0 as Hugging
 // Face safetensors + config.json.
 void export_final_model(const GPT& model, const std::string& dir, bool rank0) {
@@ -394,6 +439,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
 
   // ---- the training loop -------------------------------------------------------------------
   std::vector<int32_t> inputs((size_t)M * T), targets((size_t)M * T);
+  StepContext sc{model, opt, grad_sync, *ctx.dp, tp_comm, train_loader};
   const auto run_start = Clock::now();
   double train_secs = 0;
   struct sigaction sa {};
@@ -429,27 +475,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     }
     const auto t0 = Clock::now();
     const uint64_t tp_bytes0 = ctx.tp->bytes_issued(), dp_bytes0 = ctx.dp->bytes_issued();
-    model.zero_grad();
-    float loss = 0;
-    for (int k = 0; k < accum; k++) {
-      train_loader.batch((uint64_t)step, G, first_seq + k * M, M, inputs.data(), targets.data());
-      loss += model.forward_backward(inputs.data(), targets.data(), M, T, 1.f / (float)accum);
-    }
-    loss /= accum;
-    float* grads = model.grad_buffer().f32();  // on the backend's device
-    grad_sync.all_reduce_mean(grads, model.num_params());
-    if (dp > 1) {  // the step's loss is the mean over the whole global batch
-      ctx.dp->all_reduce(&loss, 1);
-      loss /= dp;
-    }
-    if (!std::isfinite(loss))
-      CR_INPUT_ERROR("training diverged: loss is {} at step {} (lower train.lr = {}?)", loss,
-                     step + 1, cfg.train.lr);
-    const float norm =
-        clip_grad_norm(model.layout(), grads, cfg.train.grad_clip, &tp_comm, backend);
-    const float lr = lr_at(step, cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.lr,
-                           cfg.train.min_lr);
-    opt.step(model.param_buffer().f32(), grads, lr);  // marks the bf16 weight copy stale
+    const auto [loss, norm, lr] = train_step(step, cfg, sc, first_seq, inputs, targets);
     const double secs = seconds_since(t0);
     train_secs += secs;
 
