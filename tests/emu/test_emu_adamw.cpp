@@ -12,42 +12,20 @@
 
 #include "core/backend/cpu/ops.h"
 #include "core/backend/cuda/adamw.cuh"
-#include "core/common/rng.h"
+#include "tests/emu/emu_test_util.h"
 
 namespace {
 
+using namespace cr::emu_test;
+
 // ---- tolerances (|got - want| <= rel * |want| + abs) -------------------------------------------
-struct Tol {
-  double rel, abs;
-};
 // AdamW: the same float expressions as the CPU op; only operation fusing differs (an FMA in the
 // CPU's AVX2/AVX-512 clones or in nvcc's code), a rounding or two per term, which the cancellation
 // in m = beta1 m + (1 - beta1) g magnifies near m = 0: hence the absolute part (m, v, params here
 // are 1e-4 .. 1).
-constexpr Tol kAdamW{2e-6, 2e-8};
+constexpr Tol<double> kAdamW{2e-6, 2e-8};
 // sum_squares: both sides sum in double, in different orders.
-constexpr Tol kSumSq{1e-12, 0.0};
-
-std::vector<float> normal(size_t n, uint64_t seed, double scale) {
-  cr::Rng rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)(rng.normal() * scale);
-  return v;
-}
-
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, Tol tol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t bad = 0;
-  for (size_t i = 0; i < got.size(); i++) {
-    const double err = std::fabs((double)got[i] - want[i]);
-    if (!(err <= tol.rel * std::fabs(want[i]) + tol.abs)) {  // NaN fails too
-      if (bad < 3) ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i];
-      bad++;
-    }
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements off";
-}
+constexpr Tol<double> kSumSq{1e-12, 0.0};
 
 // Out of offset order on purpose; [3048, 3100) and [5000, 5050) belong to no segment.
 const cr::cpu::AdamWSegment kSegments[] = {
@@ -76,7 +54,7 @@ TEST(EmuAdamW, SegmentsOverSteps) {
     const unsigned long long blocks = cr::cuda::adamw_plan(plan, kSegments, nsegs, lr);
     ASSERT_EQ(plan.size(), nsegs - 1);  // the empty segment is dropped
     ASSERT_EQ(blocks, 2u + 1u + 1u + 1u + 2u);
-    cr::cuda::run_adamw(cr::emu::Launch{}, p.data(), g.data(), m.data(), v.data(), plan.data(),
+    cr::cuda::run_adamw(kLaunch, p.data(), g.data(), m.data(), v.data(), plan.data(),
                         (int)plan.size(), (unsigned)blocks, lr, beta1, beta2, eps, step);
     expect_close(p, p_ref, kAdamW, "params");
     expect_close(m, m_ref, kAdamW, "m");
@@ -87,13 +65,13 @@ TEST(EmuAdamW, SegmentsOverSteps) {
 TEST(EmuAdamW, NoSegmentsLaunchesNothing) {
   std::vector<cr::cuda::AdamWPlanEntry> plan;
   EXPECT_EQ(cr::cuda::adamw_plan(plan, kSegments, 0, 1e-3f), 0u);
-  cr::cuda::run_adamw(cr::emu::Launch{}, nullptr, nullptr, nullptr, nullptr, plan.data(), 0, 0,
-                      1e-3f, 0.9f, 0.95f, 1e-8f, 1);
+  cr::cuda::run_adamw(kLaunch, nullptr, nullptr, nullptr, nullptr, plan.data(), 0, 0, 1e-3f, 0.9f,
+                      0.95f, 1e-8f, 1);
 }
 
 double run_sum_squares(const std::vector<float>& x) {
   std::vector<double> buf(1 + cr::cuda::sum_squares_blocks(x.size()), NAN);
-  cr::cuda::run_sum_squares(cr::emu::Launch{}, buf.data(), buf.data() + 1, x.data(), x.size());
+  cr::cuda::run_sum_squares(kLaunch, buf.data(), buf.data() + 1, x.data(), x.size());
   return buf[0];
 }
 

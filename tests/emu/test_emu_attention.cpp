@@ -15,11 +15,12 @@
 #include "core/backend/cpu/ops.h"
 #include "core/backend/cuda/attention.cuh"
 #include "core/common/error.h"
-#include "core/common/rng.h"
 #include "core/tensor/bf16.h"
+#include "tests/emu/emu_test_util.h"
 
 namespace {
 
+using namespace cr::emu_test;
 using cr::cuda::bf16;
 
 struct Shape {
@@ -29,66 +30,18 @@ std::string name(const Shape& s) {
   return fmt::format("B{} T{} H{} Hkv{} hs{}", s.B, s.T, s.H, s.Hkv, s.hs);
 }
 
-struct Tol {
-  float rel, abs;
-};
 constexpr Tol kF32Out{1e-5f, 1e-6f}, kF32Grad{1e-4f, 1e-5f}, kBf16{1e-2f, 2e-4f};
-
-std::vector<float> uniform(size_t n, uint64_t seed, float scale) {
-  cr::Rng rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)(rng.uniform() * 2.0 - 1.0) * scale;
-  return v;
-}
-
-// Storage of type Tp holding x (rounded for bf16), and back to float.
-template <class Tp>
-std::vector<Tp> to_storage(const std::vector<float>& x) {
-  std::vector<Tp> r(x.size());
-  for (size_t i = 0; i < x.size(); i++) r[i] = cr::cuda::from_f32<Tp>(x[i]);
-  return r;
-}
-template <class Tp>
-std::vector<float> to_float(const std::vector<Tp>& x) {
-  std::vector<float> r(x.size());
-  for (size_t i = 0; i < x.size(); i++) r[i] = cr::cuda::to_f32(x[i]);
-  return r;
-}
-template <class Tp>
-std::vector<Tp> poisoned(size_t n) {
-  return std::vector<Tp>(n, cr::cuda::from_f32<Tp>(NAN));
-}
-// What the kernel reads when its storage is Tp: the oracle runs on the same values.
-template <class Tp>
-std::vector<float> as_stored(const std::vector<float>& x) {
-  return to_float(to_storage<Tp>(x));
-}
-
-// Every element within rel * |want| + abs; reports the first few misses and their count.
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, Tol tol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t bad = 0;
-  for (size_t i = 0; i < got.size(); i++) {
-    const float err = std::fabs(got[i] - want[i]);
-    if (!(err <= tol.rel * std::fabs(want[i]) + tol.abs)) {  // NaN fails too
-      if (bad < 3) ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i];
-      bad++;
-    }
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements off";
-}
 
 // q and k a little larger than v so some softmax rows are peaked and some flat.
 std::vector<float> random_qkv(const Shape& s, uint64_t seed) {
-  return uniform((size_t)s.B * s.T * (s.H + 2 * s.Hkv) * s.hs, seed, 1.5f);
+  return uniform((size_t)s.B * s.T * (s.H + 2 * s.Hkv) * s.hs, seed, -1.5f, 1.5f);
 }
 
 template <class Tp>
 void check_forward(const Shape& s, uint64_t seed) {
   SCOPED_TRACE(name(s));
   const size_t n_out = (size_t)s.B * s.T * s.H * s.hs, n_lse = (size_t)s.B * s.H * s.T;
-  const std::vector<float> qkv = as_stored<Tp>(random_qkv(s, seed));
+  const std::vector<float> qkv = stored<Tp>(random_qkv(s, seed));
   std::vector<float> want_out(n_out), want_lse(n_lse);
   cr::cpu::attention_forward(want_out.data(), want_lse.data(), qkv.data(), s.B, s.T, s.H, s.Hkv,
                              s.hs);
@@ -96,8 +49,8 @@ void check_forward(const Shape& s, uint64_t seed) {
   const std::vector<Tp> qkv_d = to_storage<Tp>(qkv);
   std::vector<Tp> out = poisoned<Tp>(n_out);
   std::vector<float> lse(n_lse, NAN);
-  cr::cuda::run_attention_forward<Tp>(cr::emu::Launch{}, out.data(), lse.data(), qkv_d.data(),
-                                      s.B, s.T, s.H, s.Hkv, s.hs);
+  cr::cuda::run_attention_forward<Tp>(kLaunch, out.data(), lse.data(), qkv_d.data(), s.B, s.T, s.H,
+                                      s.Hkv, s.hs);
   const bool f32 = std::is_same_v<Tp, float>;
   expect_close(to_float(out), want_out, f32 ? kF32Out : kBf16, "out");
   expect_close(lse, want_lse, kF32Out, "lse");  // fp32 whatever the storage
@@ -110,11 +63,11 @@ void check_backward(const Shape& s, uint64_t seed) {
   SCOPED_TRACE(name(s));
   const size_t n_qkv = (size_t)s.B * s.T * (s.H + 2 * s.Hkv) * s.hs;
   const size_t n_out = (size_t)s.B * s.T * s.H * s.hs, n_lse = (size_t)s.B * s.H * s.T;
-  const std::vector<float> qkv = as_stored<Tp>(random_qkv(s, seed));
-  const std::vector<float> dout = as_stored<Tp>(uniform(n_out, seed + 1, 1.f));
+  const std::vector<float> qkv = stored<Tp>(random_qkv(s, seed));
+  const std::vector<float> dout = stored<Tp>(uniform(n_out, seed + 1));
   std::vector<float> out(n_out), lse(n_lse);
   cr::cpu::attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.H, s.Hkv, s.hs);
-  out = as_stored<Tp>(out);
+  out = stored<Tp>(out);
   std::vector<float> want(n_qkv);
   cr::cpu::attention_backward(want.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B,
                               s.T, s.H, s.Hkv, s.hs);
@@ -122,9 +75,8 @@ void check_backward(const Shape& s, uint64_t seed) {
   const std::vector<Tp> qkv_d = to_storage<Tp>(qkv), dout_d = to_storage<Tp>(dout),
                         out_d = to_storage<Tp>(out);
   std::vector<Tp> dqkv = poisoned<Tp>(n_qkv);
-  cr::cuda::run_attention_backward<Tp>(cr::emu::Launch{}, dqkv.data(), dout_d.data(),
-                                       qkv_d.data(), out_d.data(), lse.data(), s.B, s.T, s.H,
-                                       s.Hkv, s.hs);
+  cr::cuda::run_attention_backward<Tp>(kLaunch, dqkv.data(), dout_d.data(), qkv_d.data(),
+                                       out_d.data(), lse.data(), s.B, s.T, s.H, s.Hkv, s.hs);
   expect_close(to_float(dqkv), want, std::is_same_v<Tp, float> ? kF32Grad : kBf16, "dqkv");
 }
 
@@ -133,17 +85,17 @@ void check_decode(int len, int H, int Hkv, int hs, uint64_t seed) {
   SCOPED_TRACE("len" + std::to_string(len) + " H" + std::to_string(H) + " Hkv" +
                std::to_string(Hkv) + " hs" + std::to_string(hs));
   const size_t n_cache = (size_t)len * Hkv * hs;
-  const std::vector<float> q = as_stored<Tp>(uniform((size_t)H * hs, seed, 1.5f));
-  const std::vector<float> kc = as_stored<Tp>(uniform(n_cache, seed + 1, 1.5f));
-  const std::vector<float> vc = as_stored<Tp>(uniform(n_cache, seed + 2, 1.f));
+  const std::vector<float> q = stored<Tp>(uniform((size_t)H * hs, seed, -1.5f, 1.5f));
+  const std::vector<float> kc = stored<Tp>(uniform(n_cache, seed + 1, -1.5f, 1.5f));
+  const std::vector<float> vc = stored<Tp>(uniform(n_cache, seed + 2));
   std::vector<float> want((size_t)H * hs);
   cr::cpu::attention_decode(want.data(), q.data(), kc.data(), vc.data(), len, H, Hkv, hs);
 
   const std::vector<Tp> q_d = to_storage<Tp>(q), kc_d = to_storage<Tp>(kc),
                         vc_d = to_storage<Tp>(vc);
   std::vector<Tp> out = poisoned<Tp>((size_t)H * hs);
-  cr::cuda::run_attention_decode<Tp>(cr::emu::Launch{}, out.data(), q_d.data(), kc_d.data(),
-                                     vc_d.data(), len, H, Hkv, hs);
+  cr::cuda::run_attention_decode<Tp>(kLaunch, out.data(), q_d.data(), kc_d.data(), vc_d.data(), len,
+                                     H, Hkv, hs);
   expect_close(to_float(out), want, std::is_same_v<Tp, float> ? kF32Out : kBf16, "out");
 }
 
@@ -191,14 +143,14 @@ TEST(EmuAttention, RejectsBadHeads) {
     return "";
   };
   const std::string wide = message([&] {
-    cr::cuda::run_attention_forward<float>(cr::emu::Launch{}, buf.data(), buf.data(), buf.data(),
-                                           1, 1, 1, 1, 257);
+    cr::cuda::run_attention_forward<float>(kLaunch, buf.data(), buf.data(), buf.data(), 1, 1, 1, 1,
+                                           257);
   });
   EXPECT_NE(wide.find("attention_forward"), std::string::npos) << wide;
   EXPECT_NE(wide.find("hs=257"), std::string::npos) << wide;
   const std::string group = message([&] {
-    cr::cuda::run_attention_decode<float>(cr::emu::Launch{}, buf.data(), buf.data(), buf.data(),
-                                          buf.data(), 1, 3, 2, 4);
+    cr::cuda::run_attention_decode<float>(kLaunch, buf.data(), buf.data(), buf.data(), buf.data(),
+                                          1, 3, 2, 4);
   });
   EXPECT_NE(group.find("attention_decode"), std::string::npos) << group;
   EXPECT_NE(group.find("Hkv=2"), std::string::npos) << group;

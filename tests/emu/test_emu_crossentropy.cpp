@@ -17,15 +17,14 @@
 #include "core/backend/cuda/crossentropy.cuh"
 #include "core/common/rng.h"
 #include "core/tensor/bf16.h"
+#include "tests/emu/emu_test_util.h"
 
 namespace {
 
+using namespace cr::emu_test;
 using cr::cuda::bf16;
 
 // ---- tolerances (|got - want| <= rel * |want| + abs; equal values, infinities included, pass) ---
-struct Tol {
-  float rel, abs;
-};
 constexpr Tol kExact{0.f, 0.f};      // row_max and the target logit: selections, no arithmetic
 constexpr Tol kSums{1e-5f, 0.f};     // float tree sum vs the CPU's double sum of exp
 constexpr Tol kGradF32{1e-5f, 1e-9f};  // expf (<= 2 ulp) vs the CPU's exp_approx (<= 2 ulp)
@@ -66,34 +65,6 @@ std::vector<int32_t> random_targets(const Shape& s, uint64_t seed) {
   return y;
 }
 
-template <class Tp>
-std::vector<Tp> to_storage(const std::vector<float>& x) {
-  std::vector<Tp> r(x.size());
-  for (size_t i = 0; i < x.size(); i++) r[i] = cr::cuda::from_f32<Tp>(x[i]);
-  return r;
-}
-template <class Tp>
-std::vector<float> to_float(const std::vector<Tp>& x) {
-  std::vector<float> r(x.size());
-  for (size_t i = 0; i < x.size(); i++) r[i] = cr::cuda::to_f32(x[i]);
-  return r;
-}
-
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, Tol tol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t bad = 0;
-  for (size_t i = 0; i < got.size(); i++) {
-    if (got[i] == want[i]) continue;  // also -inf == -inf
-    const float err = std::fabs(got[i] - want[i]);
-    if (!(err <= tol.rel * std::fabs(want[i]) + tol.abs)) {  // NaN fails too
-      if (bad < 3) ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i];
-      bad++;
-    }
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements off";
-}
-
 // The CPU's three pieces on the stored logits; each kernel is then fed the CPU's inputs, so each
 // comparison covers one kernel only.
 struct Reference {
@@ -116,19 +87,18 @@ template <class Tp>
 void check(const Shape& s, uint64_t seed, bool alias) {
   SCOPED_TRACE(name(s) + (alias ? " dlogits aliasing logits" : ""));
   const bool f32 = std::is_same_v<Tp, float>;
-  const std::vector<float> l = to_float(to_storage<Tp>(random_logits(s, seed)));
+  const std::vector<float> l = stored<Tp>(random_logits(s, seed));
   const std::vector<int32_t> y = random_targets(s, seed + 1);
   const float dloss = 1.f / (float)s.N;
   const Reference want = reference(s, l, y, dloss);
   std::vector<Tp> logits = to_storage<Tp>(l);
-  cr::emu::Launch launch;
 
   std::vector<float> row_max(s.N, NAN);
-  cr::cuda::run_crossentropy_row_max(launch, row_max.data(), logits.data(), s.N, s.Vl, s.n_valid);
+  cr::cuda::run_crossentropy_row_max(kLaunch, row_max.data(), logits.data(), s.N, s.Vl, s.n_valid);
   expect_close(row_max, want.row_max, kExact, "row_max");
 
   std::vector<float> sums(2 * (size_t)s.N, NAN);
-  cr::cuda::run_crossentropy_row_sums(launch, sums.data(), logits.data(), want.row_max.data(),
+  cr::cuda::run_crossentropy_row_sums(kLaunch, sums.data(), logits.data(), want.row_max.data(),
                                       y.data(), s.N, s.Vl, s.v0, s.n_valid);
   expect_close(std::vector<float>(sums.begin(), sums.begin() + s.N),
                std::vector<float>(want.sums.begin(), want.sums.begin() + s.N), kSums, "sums");
@@ -136,9 +106,9 @@ void check(const Shape& s, uint64_t seed, bool alias) {
                std::vector<float>(want.sums.begin() + s.N, want.sums.end()), kExact,
                "target logits");
 
-  std::vector<Tp> dbuf = to_storage<Tp>(std::vector<float>(l.size(), NAN));
+  std::vector<Tp> dbuf = poisoned<Tp>(l.size());
   Tp* d = alias ? logits.data() : dbuf.data();
-  cr::cuda::run_crossentropy_backward(launch, d, logits.data(), want.row_max.data(),
+  cr::cuda::run_crossentropy_backward(kLaunch, d, logits.data(), want.row_max.data(),
                                       want.sums.data(), y.data(), s.N, s.Vl, s.v0, s.n_valid,
                                       dloss);
   expect_close(to_float(alias ? logits : dbuf), want.dlogits, f32 ? kGradF32 : kGradBf16,

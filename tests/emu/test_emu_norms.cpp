@@ -19,15 +19,14 @@
 #include "core/backend/cuda/rmsnorm.cuh"
 #include "core/common/rng.h"
 #include "core/tensor/bf16.h"
+#include "tests/emu/emu_test_util.h"
 
 namespace {
 
+using namespace cr::emu_test;
 using cr::cuda::bf16;
 
 // ---- tolerances: |got - want| <= rel * |want| + abs ---------------------------------------------
-struct Tol {
-  float rel, abs;
-};
 // Row outputs and statistics: the same fp32 math as the CPU, summed in another order (warp
 // butterfly instead of a sequential loop).
 constexpr Tol kF32{1e-5f, 1e-5f};
@@ -42,53 +41,6 @@ constexpr Tol kExact{0.f, 0.f};
 
 template <class T>
 constexpr Tol kOut = std::is_same_v<T, float> ? kF32 : kBf16;
-
-// ---- helpers -----------------------------------------------------------------------------------
-std::vector<float> uniform(size_t n, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  cr::Rng rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = lo + (float)rng.uniform() * (hi - lo);
-  return v;
-}
-
-// x as T stores it (so the oracle sees exactly what the kernel reads).
-template <class T>
-std::vector<float> stored(std::vector<float> x) {
-  for (auto& v : x) v = cr::cuda::to_f32(cr::cuda::from_f32<T>(v));
-  return x;
-}
-template <class T>
-std::vector<T> to_storage(const std::vector<float>& x) {
-  std::vector<T> r(x.size());
-  for (size_t i = 0; i < x.size(); i++) r[i] = cr::cuda::from_f32<T>(x[i]);
-  return r;
-}
-template <class T>
-std::vector<float> to_float(const std::vector<T>& x) {
-  std::vector<float> r(x.size());
-  for (size_t i = 0; i < x.size(); i++) r[i] = cr::cuda::to_f32(x[i]);
-  return r;
-}
-template <class T>
-std::vector<T> poisoned(size_t n) {
-  return std::vector<T>(n, cr::cuda::from_f32<T>(NAN));
-}
-
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, Tol tol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t bad = 0;
-  for (size_t i = 0; i < got.size(); i++) {
-    const float err = std::fabs(got[i] - want[i]);
-    if (!(err <= tol.rel * std::fabs(want[i]) + tol.abs)) {  // NaN fails too
-      if (bad < 3) ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i];
-      bad++;
-    }
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements off";
-}
-
-const cr::emu::Launch kLaunch{};
 
 struct NormShape {
   int N, C;

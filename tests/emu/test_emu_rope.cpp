@@ -13,17 +13,15 @@
 
 #include "core/backend/cpu/ops.h"
 #include "core/backend/cuda/rope.cuh"
-#include "core/common/rng.h"
 #include "core/tensor/bf16.h"
+#include "tests/emu/emu_test_util.h"
 
 namespace {
 
+using namespace cr::emu_test;
 using cr::cuda::bf16;
 
 // ---- tolerances (|got - want| <= rel * |want| + abs) -------------------------------------------
-struct Tol {
-  float rel, abs;
-};
 // f32: only cosf/sinf (<= 2 ulp) differ from the CPU's correctly rounded cos/sin of the same
 // float angle. bf16: the CPU op on the bf16-rounded input, then one rounding of the result.
 constexpr Tol kF32{2e-6f, 1e-6f}, kBf16{1e-2f, 1e-5f};
@@ -43,52 +41,18 @@ const Shape kShapes[] = {
     {1, 3, 8, 1, 2, 0, 10000.f},          // hs 2: a single pair per head
 };
 
-std::vector<float> uniform(size_t n, uint64_t seed) {
-  cr::Rng rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = (float)(rng.uniform() * 2.0 - 1.0);
-  return v;
-}
-
-template <class Tp>
-std::vector<Tp> to_storage(const std::vector<float>& x) {
-  std::vector<Tp> r(x.size());
-  for (size_t i = 0; i < x.size(); i++) r[i] = cr::cuda::from_f32<Tp>(x[i]);
-  return r;
-}
-template <class Tp>
-std::vector<float> to_float(const std::vector<Tp>& x) {
-  std::vector<float> r(x.size());
-  for (size_t i = 0; i < x.size(); i++) r[i] = cr::cuda::to_f32(x[i]);
-  return r;
-}
-
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, Tol tol,
-                  const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  size_t bad = 0;
-  for (size_t i = 0; i < got.size(); i++) {
-    const float err = std::fabs(got[i] - want[i]);
-    if (!(err <= tol.rel * std::fabs(want[i]) + tol.abs)) {  // NaN fails too
-      if (bad < 3) ADD_FAILURE() << what << "[" << i << "]: got " << got[i] << ", want " << want[i];
-      bad++;
-    }
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size() << " elements off";
-}
-
 // Rotates the same (stored) input with the kernel and the CPU op; compares every element of the
 // buffer, so the untouched columns past n_heads * hs are checked too.
 template <class Tp>
 void check(const Shape& s, bool backward, uint64_t seed) {
   SCOPED_TRACE(name(s) + (backward ? " backward" : " forward"));
   const size_t n = (size_t)s.B * s.T * s.ld;
-  std::vector<float> want = to_float(to_storage<Tp>(uniform(n, seed)));
+  std::vector<float> want = stored<Tp>(uniform(n, seed));
   std::vector<Tp> x = to_storage<Tp>(want);
   (backward ? cr::cpu::rope_backward : cr::cpu::rope_forward)(want.data(), s.B, s.T, s.ld,
                                                               s.n_heads, s.hs, s.theta, s.pos0);
-  cr::cuda::run_rope(cr::emu::Launch{}, x.data(), s.B, s.T, s.ld, s.n_heads, s.hs, s.theta,
-                     s.pos0, backward ? -1.f : 1.f);
+  cr::cuda::run_rope(kLaunch, x.data(), s.B, s.T, s.ld, s.n_heads, s.hs, s.theta, s.pos0,
+                     backward ? -1.f : 1.f);
   expect_close(to_float(x), want, std::is_same_v<Tp, float> ? kF32 : kBf16, "x");
 }
 
