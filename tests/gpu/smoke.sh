@@ -5,6 +5,9 @@
 #                                final weights within 1e-3 of each tensor's largest entry;
 #   train.dtype bf16 on the GPU: every step's loss within 2e-2 (weights reported, not checked:
 #                                bf16 rounding moves Adam's small updates).
+# Then checkpoints across devices (gpt2): 10 steps on the GPU (bf16) resumed to 20 on the CPU
+# (fp32), and 10 on the CPU resumed to 20 on the GPU (fp32), each against the CPU run (2e-2 and
+# 1e-4): a checkpoint holds the f32 masters and AdamW state whatever the device and dtype.
 # Usage: smoke.sh CHAINRULE SOURCE_DIR [FAMILY...]   (default: gpt2 llama). Exit 77 without a GPU.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -25,6 +28,19 @@ for fam in "${families[@]}"; do
   done
   "$PY" "$GAPS" "${fam}_cpu_fp32" "${fam}_cuda_fp32" 1e-4 1e-3 "smoke.$fam.fp32" || status=1
   "$PY" "$GAPS" "${fam}_cpu_fp32" "${fam}_cuda_bf16" 2e-2 0 "smoke.$fam.bf16" || status=1
+done
+
+cfg=$SRC/tests/gpu/smoke_gpt2.yaml
+for pair in cuda:bf16:cpu:fp32:2e-2 cpu:fp32:cuda:fp32:1e-4; do
+  IFS=: read -r d1 t1 d2 t2 tol <<<"$pair"
+  dir=resume_${d1}_${t1}_to_${d2}_${t2}
+  "$BIN" train "$cfg" --set run.dir="$dir" --set checkpoint.dir="$dir/ckpt" --set train.device="$d1" \
+    --set train.dtype="$t1" --set train.stop_after_step=10 >"$dir.1.log" 2>&1 \
+    || { cat "$dir.1.log"; fail "$dir: steps 1-10 on $d1 failed"; }
+  "$BIN" train "$cfg" --set run.dir="$dir" --set checkpoint.dir="$dir/ckpt" --set train.device="$d2" \
+    --set train.dtype="$t2" >"$dir.2.log" 2>&1 || { cat "$dir.2.log"; fail "$dir: resume on $d2 failed"; }
+  grep -q '"type":"resume"' "$dir/metrics.jsonl" || fail "$dir: no resume recorded"
+  "$PY" "$GAPS" gpt2_cpu_fp32 "$dir" "$tol" 0 "smoke.$dir" || status=1
 done
 [[ $status -eq 0 ]] || fail "the GPU runs do not match the CPU runs (GAP lines above)"
 echo "smoke: all families match"
