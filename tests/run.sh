@@ -15,7 +15,7 @@ if [[ ${SANITIZE:-1} != 0 ]]; then
   # -O1 -g1: half the compile time of -O2 -g; asserts on.
   cmake -S . -B build-asan -DCR_SANITIZE=ON -DCR_ENABLE_CUDA=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" >/dev/null
-  cmake --build build-asan -j"$(nproc)" --target chainrule cr_unit_tests cr_emu_tests
+  cmake --build build-asan -j"$(nproc)" --target chainrule cr_unit_tests cr_emu_tests test_gpu_ops
   # detect_leaks=0: Open MPI (and libgomp) keep allocations until exit, which LeakSanitizer
   # would report from every rank.
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
