@@ -325,6 +325,92 @@ StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq
   return {loss, norm, lr};
 }
 
+// Fresh weights from train.seed, or Hugging Face weights from train.init_from.
+void init_model(GPT& model, const Config& cfg) {
+  model.set_recompute(cfg.train.recompute);
+  if (cfg.train.init_from.empty())
+    model.init((uint64_t)cfg.train.seed);
+  else
+    model.load_full(load_hf_init(model.config(), cfg.train.init_from).data());
+}
+
+// The final evaluation's windows: the first ceil(tokens / T) of the val split, or 0 (the whole
+// split) when run.final_eval_tokens is 0 or covers it.
+size_t final_eval_windows(int64_t tokens, uint64_t split_tokens, int T) {
+  return tokens > 0 && (uint64_t)tokens < split_tokens ? (size_t)((tokens + T - 1) / T) : 0;
+}
+
+// After an agreed stop (signal, or train.stop_after_step) at `done` steps, with that step's
+// checkpoint attempted: the exit status. 0 when the run can resume from a checkpoint of `done`.
+int stop_status(bool checkpointing, int last_saved, int done, int sig, const std::string& why) {
+  if (!checkpointing) {
+    log::warn("stopped after step {} ({}); checkpoint.dir is not set, so nothing was saved", done, why);
+    return sig > 0 ? 128 + sig : 0;
+  }
+  if (last_saved != done)
+    CR_INPUT_ERROR("stopped after step {} ({}) but its checkpoint could not be saved (see the "
+                   "warnings); the latest is step {}", done, why, last_saved);
+  log::info("stopped after step {} ({}); resume with the same command", done, why);
+  return 0;
+}
+
+// ---- what a run reports -------------------------------------------------------------------------
+
+void log_run_start(const Config& cfg, const ModelConfig& mc, const RankGrid& grid,
+                   size_t num_params, const TokenSplit& train, const TokenSplit& val,
+                   const BatchLoader& loader) {
+  const int T = mc.block_size, G = cfg.train.global_batch, M = cfg.train.micro_batch;
+  const int accum = G / (M * grid.dp());
+  log::info("layout: {} ranks = tensor {} x data {}; {} micro-batches of {} per rank per step",
+            grid.world(), grid.tp(), grid.dp(), accum, M);
+  log::info("model: {} (padded {}): {} parameters", describe(mc), mc.padded_vocab(),
+            human_count((double)num_params));
+  log::info("data: {} train tokens ({} windows of {}), {} val tokens; {} tokens/step in {} micro-batches of {} x {}",
+            human_count((double)train.tokens()), loader.num_windows(), T,
+            human_count((double)val.tokens()), G * T, accum, M, T);
+  log_memory_plan(cfg, mc, grid.tp());
+}
+
+// After the first step of a multi-rank run: the bytes each rank moved, against the expectation.
+void log_communication(size_t num_params, int dp, uint64_t dp_bytes, uint64_t tp_bytes) {
+  log::info("communication per rank per step: DP all-reduce {:.2f} MB (expected {}: {} local "
+            "parameters x 4 B), TP collectives {:.2f} MB",
+            dp_bytes / 1e6, dp > 1 ? fmt::format("{:.2f} MB", num_params * 4 / 1e6) : "none at dp 1",
+            num_params, tp_bytes / 1e6);
+}
+
+// A finished step: its metrics line, and a progress line every run.log_every steps.
+void report_step(const Config& cfg, int T, int done, const StepResult& r, double secs,
+                 double sec_per_step, MetricsLog& metrics, Progress& progress) {
+  const double tok_per_s = (double)cfg.train.global_batch * T / secs;
+  metrics.write({{"type", "train"}, {"step", done}, {"loss", r.loss}, {"lr", r.lr},
+                 {"grad_norm", r.norm}, {"tokens_per_s", tok_per_s}, {"ms_per_step", secs * 1e3}});
+  if (done % cfg.run.log_every == 0 || done == cfg.train.max_steps || done == 1) {
+    progress.line(fmt::format(
+        "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s | {:.1f} ms | ETA {}",
+        done, (int)std::to_string(cfg.train.max_steps).size(), cfg.train.max_steps, r.loss, r.lr,
+        r.norm, human_count(tok_per_s), secs * 1e3,
+        format_duration(sec_per_step * (cfg.train.max_steps - done))));
+  }
+  progress.update(done, sec_per_step);
+}
+
+std::string checkpoint_line(const Config& cfg, int done, const Checkpointer::Timing& st) {
+  return fmt::format(
+      "checkpoint: step {} saved to {}/{}: {:.1f} MB in {:.2f} s ({:.0f} MB/s; CRC32C {:.0f}% of "
+      "rank 0's time)",
+      done, cfg.checkpoint.dir, step_dir_name(done), st.bytes / 1e6, st.seconds,
+      st.bytes / 1e6 / std::max(st.seconds, 1e-9), 100.0 * st.crc_seconds / std::max(st.seconds, 1e-9));
+}
+
+// SIGTERM (Slurm, kill) and SIGUSR1 ask every rank to stop after the current step.
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGUSR1, &sa, nullptr);
+}
+
 // The whole model gathered over the TP group (a collective) and exported by rank 0 as Hugging
 // Face safetensors + config.json.
 void export_final_model(const GPT& model, const std::string& dir, bool rank0) {
@@ -358,7 +444,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   val_split.check_vocab(mc.vocab_size);
   const int T = mc.block_size;
   const int G = cfg.train.global_batch, M = cfg.train.micro_batch;
-  const int dp = grid.dp(), accum = G / (M * dp);
+  const int dp = grid.dp();
   const int first_seq = grid.dp_rank() * (G / dp);  // this DP rank's slice of every global batch
   BatchLoader train_loader(train_split, T, (uint64_t)cfg.train.seed, /*shuffle=*/true);
   const double val_bytes_per_token =
@@ -367,12 +453,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   // ---- model and optimizer -----------------------------------------------------------------
   check_memory_plan(cfg, mc, grid.tp(), backend.memory_info());
   GPT model(mc, &tp_comm, &backend, train_dtype(cfg));
-  model.set_recompute(cfg.train.recompute);
-  if (cfg.train.init_from.empty()) {
-    model.init((uint64_t)cfg.train.seed);
-  } else {
-    model.load_full(load_hf_init(mc, cfg.train.init_from).data());
-  }
+  init_model(model, cfg);
   AdamW opt(model.layout(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay},
             backend);
 
@@ -388,13 +469,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     ckpt_state.to_host();
     proto::Manifest meta = checkpoint_meta(cfg, mc, done, lr, dp, opt.steps_taken(), ctx.mpi);
     const bool ok = ckpt.save(ckpt_tensors, std::move(meta), grid.tp(), dp);
-    const auto& st = ckpt.last_save();
-    if (ok)
-      progress.line(fmt::format("checkpoint: step {} saved to {}/{}: {:.1f} MB in {:.2f} s ({:.0f} MB/s; CRC32C "
-                "{:.0f}% of rank 0's time)",
-                done, cfg.checkpoint.dir, step_dir_name(done), st.bytes / 1e6, st.seconds,
-                st.bytes / 1e6 / std::max(st.seconds, 1e-9),
-                100.0 * st.crc_seconds / std::max(st.seconds, 1e-9)));
+    if (ok) progress.line(checkpoint_line(cfg, done, ckpt.last_save()));
     return ok;
   };
 
@@ -403,22 +478,12 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   MetricsLog metrics(fs::path(cfg.run.dir) / "metrics.jsonl", rank0, /*append=*/start_step > 0);
   if (start_step > 0) metrics.write({{"type", "resume"}, {"step", start_step}});
 
-  log::info("layout: {} ranks = tensor {} x data {}; {} micro-batches of {} per rank per step",
-            grid.world(), grid.tp(), dp, accum, M);
-  log::info("model: {} (padded {}): {} parameters", describe(mc), mc.padded_vocab(),
-            human_count((double)model.num_params()));
-  log::info("data: {} train tokens ({} windows of {}), {} val tokens; {} tokens/step in {} micro-batches of {} x {}",
-            human_count((double)train_split.tokens()), train_loader.num_windows(), T,
-            human_count((double)val_split.tokens()), G * T, accum, M, T);
-  log_memory_plan(cfg, mc, grid.tp());
+  log_run_start(cfg, mc, grid, model.num_params(), train_split, val_split, train_loader);
 
   // Periodic evaluations score eval_batches micro-batches; the final one run.final_eval_tokens
   // (a prefix of full windows), or the whole split. A stop signal caught meanwhile, agreed by all
   // ranks, abandons it (r.stopped) with the signal in eval_stop_signal.
-  const int64_t final_tokens = cfg.run.final_eval_tokens;
-  const size_t final_windows = final_tokens > 0 && (uint64_t)final_tokens < val_split.tokens()
-                                   ? (size_t)((final_tokens + T - 1) / T)
-                                   : 0;
+  const size_t final_windows = final_eval_windows(cfg.run.final_eval_tokens, val_split.tokens(), T);
   int eval_stop_signal = 0;
   auto validate = [&](int step, bool is_final) {
     const auto t0 = Clock::now();
@@ -442,23 +507,10 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   StepContext sc{model, opt, grad_sync, *ctx.dp, tp_comm, train_loader};
   const auto run_start = Clock::now();
   double train_secs = 0;
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  ::sigaction(SIGTERM, &sa, nullptr);
-  ::sigaction(SIGUSR1, &sa, nullptr);
+  install_stop_handlers();
   int last_saved = start_step;
-  // After an agreed stop (signal, or train.stop_after_step) at `done` steps, with that step's
-  // checkpoint attempted: the exit status. 0 when the run can resume from a checkpoint of `done`.
   auto stopped_run = [&](int done, int sig, const std::string& why) {
-    if (!checkpointing) {
-      log::warn("stopped after step {} ({}); checkpoint.dir is not set, so nothing was saved", done, why);
-      return sig > 0 ? 128 + sig : 0;
-    }
-    if (last_saved != done)
-      CR_INPUT_ERROR("stopped after step {} ({}) but its checkpoint could not be saved (see the "
-                     "warnings); the latest is step {}", done, why, last_saved);
-    log::info("stopped after step {} ({}); resume with the same command", done, why);
-    return 0;
+    return stop_status(checkpointing, last_saved, done, sig, why);
   };
   for (int step = start_step; step < cfg.train.max_steps; step++) {
     if (cfg.run.eval_every > 0 && step % cfg.run.eval_every == 0) {
@@ -482,23 +534,10 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     const int done = step + 1;
     maybe_kill_at_step(done, grid.rank());
     if (done == start_step + 1 && grid.world() > 1)
-      log::info("communication per rank per step: DP all-reduce {:.2f} MB (expected {}: {} local "
-                "parameters x 4 B), TP collectives {:.2f} MB",
-                (ctx.dp->bytes_issued() - dp_bytes0) / 1e6,
-                dp > 1 ? fmt::format("{:.2f} MB", model.num_params() * 4 / 1e6) : "none at dp 1",
-                model.num_params(), (ctx.tp->bytes_issued() - tp_bytes0) / 1e6);
-    const double tok_per_s = (double)G * T / secs;
-    const double sec_per_step = train_secs / (done - start_step);
-    metrics.write({{"type", "train"}, {"step", done}, {"loss", loss}, {"lr", lr},
-                   {"grad_norm", norm}, {"tokens_per_s", tok_per_s}, {"ms_per_step", secs * 1e3}});
-    if (done % cfg.run.log_every == 0 || done == cfg.train.max_steps || done == 1) {
-      progress.line(fmt::format(
-          "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s | {:.1f} ms | ETA {}",
-          done, (int)std::to_string(cfg.train.max_steps).size(), cfg.train.max_steps, loss, lr,
-          norm, human_count(tok_per_s), secs * 1e3,
-          format_duration(sec_per_step * (cfg.train.max_steps - done))));
-    }
-    progress.update(done, sec_per_step);
+      log_communication(model.num_params(), dp, ctx.dp->bytes_issued() - dp_bytes0,
+                        ctx.tp->bytes_issued() - tp_bytes0);
+    report_step(cfg, T, done, {loss, norm, lr}, secs, train_secs / (done - start_step), metrics,
+                progress);
 
     // ---- checkpoint, and stop on a signal or at train.stop_after_step -----------------------
     const int sig = agreed_stop_signal(*ctx.world);  // every rank stops together
