@@ -321,19 +321,30 @@ void GPT::reduce_tp(TensorView buf, size_t n, const char* what, bool max_op) {
   };
   if (v.device == Device::CPU && v.dtype == DType::F32) return reduce(v.f32());
   // Staged: to host f32 (bf16 widened exactly), reduced there, rounded back once.
+  reduce(to_host_f32(v));
+  from_host_f32(v);
+}
+
+float* GPT::to_host_f32(const TensorView& v) {
+  const size_t n = v.numel();
   host_stage_.resize(n);
   const TensorView h32 = TensorView::f32(host_stage_.data(), {(int64_t)n});
   if (v.dtype == DType::F32) {
     be_->copy(h32, v);
-    reduce(host_stage_.data());
-    be_->copy(v, h32);
-    return;
+  } else {
+    host_stage16_.resize(n);
+    const TensorView h16(host_stage16_.data(), {(int64_t)n}, DType::BF16);
+    be_->copy(h16, v);
+    cpu_backend().cast(h32, h16);
   }
-  host_stage16_.resize(n);
+  return host_stage_.data();
+}
+
+void GPT::from_host_f32(const TensorView& v) {
+  const size_t n = v.numel();
+  const TensorView h32 = TensorView::f32(host_stage_.data(), {(int64_t)n});
+  if (v.dtype == DType::F32) return be_->copy(v, h32);
   const TensorView h16(host_stage16_.data(), {(int64_t)n}, DType::BF16);
-  be_->copy(h16, v);
-  cpu_backend().cast(h32, h16);
-  reduce(host_stage_.data());
   cpu_backend().cast(h16, h32);
   be_->copy(v, h16);
 }
@@ -630,18 +641,7 @@ const float* GPT::decode(const int32_t* tokens, int n, KVCache& cache) {
   const int C = cfg_.n_embd, Vp = cfg_.padded_vocab();
   Acts& a = acts_;
   be_->matmul_forward(a.logits.view(), a.lnf.view((size_t)(n - 1) * C, C), w_.head, {}, 1, C, Vp, Vp);
-  // The logits to the host, f32, for the sampler.
-  host_stage_.resize(Vp);
-  const TensorView h32 = TensorView::f32(host_stage_.data(), {(int64_t)Vp});
-  if (dtype_ == DType::F32) {
-    be_->copy(h32, a.logits.view(0, Vp));
-  } else {
-    host_stage16_.resize(Vp);
-    const TensorView h16(host_stage16_.data(), {(int64_t)Vp}, DType::BF16);
-    be_->copy(h16, a.logits.view(0, Vp));
-    cpu_backend().cast(h32, h16);
-  }
-  return host_stage_.data();
+  return to_host_f32(a.logits.view(0, Vp));  // for the sampler
 }
 
 // The LM head and the loss, in chunks of rows so the [B*T, V] logits never exist at once. Per

@@ -277,6 +277,9 @@ class GPT {
   // TP all-reduces over the first n elements of buf (sum, or max for max_op). The communicator
   // works on host f32 memory: device or bf16 buffers are staged through host_stage_.
   void reduce_tp(TensorView buf, size_t n, const char* what, bool max_op = false);
+  // v copied into host_stage_ as f32 (widened from bf16), and back from it (rounded to bf16 once).
+  float* to_host_f32(const TensorView& v);
+  void from_host_f32(const TensorView& v);
   // Rebuilds the bf16 compute copy of the weights from the f32 masters when they changed.
   void sync_compute_weights();
   static float* host_f32(const DeviceBuffer& b, const char* what);

@@ -61,6 +61,16 @@ size_t rows(int vocab_count, int C) {
   return z(std::max(1, vocab_count == INT32_MAX ? 1 : vocab_count), C);
 }
 
+// bf16 <-> f32 over n elements (round to nearest even one way, exact the other).
+void narrow_bf16(uint16_t* d, const float* s, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(s[i]);
+}
+void widen_bf16(float* d, const uint16_t* s, size_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (size_t i = 0; i < n; i++) d[i] = bf16_to_f32(s[i]);
+}
+
 // bf16 on the CPU (train.dtype: bf16, and the oracle for the GPU's bf16 ops): an op whose
 // tensors are bf16 runs in f32 on converted copies, and its outputs are rounded back to bf16 on
 // the way out (round to nearest even): what a GPU kernel that loads bf16, computes in f32 and
@@ -72,13 +82,8 @@ class Bf16Stage {
   explicit Bf16Stage(const char* op) : op_(op), exceptions_(std::uncaught_exceptions()) {}
   ~Bf16Stage() {
     if (std::uncaught_exceptions() != exceptions_) return;
-    for (Staged& s : staged_) {
-      if (!s.write_back) continue;
-      auto* d = static_cast<uint16_t*>(s.original.data);
-      const size_t n = s.f32.size();
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(s.f32[i]);
-    }
+    for (Staged& s : staged_)
+      if (s.write_back) narrow_bf16(static_cast<uint16_t*>(s.original.data), s.f32.data(), s.f32.size());
   }
   Bf16Stage(const Bf16Stage&) = delete;
   Bf16Stage& operator=(const Bf16Stage&) = delete;
@@ -113,10 +118,7 @@ class Bf16Stage {
     }
     if (v.dtype != DType::BF16 || v.device != Device::CPU) return;
     Staged& s = staged_.emplace_back(Staged{v, std::vector<float>(v.numel()), write_back});
-    const auto* src = static_cast<const uint16_t*>(v.data);
-    const size_t n = s.f32.size();
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) s.f32[i] = bf16_to_f32(src[i]);
+    widen_bf16(s.f32.data(), static_cast<const uint16_t*>(v.data), s.f32.size());
     v.data = s.f32.data();
     v.dtype = DType::F32;
   }
@@ -146,20 +148,12 @@ class CpuBackend final : public Backend {
                  dst.numel() == src.numel() && dst.dtype != DType::I32 && src.dtype != DType::I32,
              "cast: {} {} on {} <- {} {} on {}", dst.numel(), dtype_name(dst.dtype),
              device_name(dst.device), src.numel(), dtype_name(src.dtype), device_name(src.device));
-    const size_t n = dst.numel();
-    if (dst.dtype == src.dtype) {
+    if (dst.dtype == src.dtype)
       copy(dst, src);
-    } else if (dst.dtype == DType::BF16) {
-      auto* d = static_cast<uint16_t*>(dst.data);
-      const float* s = static_cast<const float*>(src.data);
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (size_t i = 0; i < n; i++) d[i] = f32_to_bf16(s[i]);
-    } else {
-      float* d = static_cast<float*>(dst.data);
-      const auto* s = static_cast<const uint16_t*>(src.data);
-#pragma omp parallel for schedule(static) if (n > 65536)
-      for (size_t i = 0; i < n; i++) d[i] = bf16_to_f32(s[i]);
-    }
+    else if (dst.dtype == DType::BF16)
+      narrow_bf16(static_cast<uint16_t*>(dst.data), static_cast<const float*>(src.data), dst.numel());
+    else
+      widen_bf16(static_cast<float*>(dst.data), static_cast<const uint16_t*>(src.data), dst.numel());
   }
 
   void embedding_forward(TensorView out, TensorView tokens, TensorView wte, TensorView wpe, int B,
