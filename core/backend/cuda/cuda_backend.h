@@ -142,5 +142,11 @@ P* cuda_ptr(const TensorView& v, DType want, size_t need, const char* op, const 
 }
 // The compute dtype T of a call (f32 or bf16), read off `v`.
 DType compute_dtype(const TensorView& v, const char* op, const char* arg);
+// a x b elements from int dimensions, computed in size_t (no int overflow).
+inline size_t z(int a, int b) { return (size_t)a * (size_t)b; }
+// The row ops' shape check: N >= 0 rows of C > 0 channels.
+inline void check_rows(const char* op, int N, int C) {
+  CR_CHECK(N >= 0 && C > 0, "{}: N {} C {}", op, N, C);
+}
 
 }  // namespace cr::cuda

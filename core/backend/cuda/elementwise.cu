@@ -8,9 +8,7 @@ namespace cr::cuda {
 
 namespace {
 
-size_t z(int a, int b) { return (size_t)a * (size_t)b; }
-
-void check_rows(const char* op, int N, int F) {
+void check_swiglu_rows(const char* op, int N, int F) {
   CR_CHECK(N >= 0 && F >= 0, "{}: N {} F {}", op, N, F);
 }
 
@@ -39,7 +37,7 @@ void CudaBackend::gelu_backward(TensorView dinp, TensorView inp, TensorView dout
 
 void CudaBackend::swiglu_forward(TensorView out, TensorView inp, int N, int F) {
   const char* op = "swiglu_forward";
-  check_rows(op, N, F);
+  check_swiglu_rows(op, N, F);
   const DType t = compute_dtype(inp, op, "inp");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);
@@ -50,7 +48,7 @@ void CudaBackend::swiglu_forward(TensorView out, TensorView inp, int N, int F) {
 
 void CudaBackend::swiglu_backward(TensorView dinp, TensorView inp, TensorView dout, int N, int F) {
   const char* op = "swiglu_backward";
-  check_rows(op, N, F);
+  check_swiglu_rows(op, N, F);
   const DType t = compute_dtype(inp, op, "inp");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);

@@ -12,8 +12,6 @@ namespace cr::cuda {
 
 namespace {
 
-size_t z(int a, int b) { return (size_t)a * (size_t)b; }
-
 // The embedding rows a (vocabulary-parallel) table must hold, as the CPU backend counts them.
 size_t table_elems(int vocab_count, int C) {
   return z(vocab_count == INT32_MAX ? 1 : (vocab_count > 1 ? vocab_count : 1), C);

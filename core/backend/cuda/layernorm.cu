@@ -7,21 +7,11 @@
 
 namespace cr::cuda {
 
-namespace {
-
-size_t z(int a, int b) { return (size_t)a * (size_t)b; }
-
-void check_sizes(const char* op, int N, int C) {
-  CR_CHECK(N >= 0 && C > 0, "{}: N {} C {}", op, N, C);
-}
-
-}  // namespace
-
 void CudaBackend::layernorm_forward(TensorView out, TensorView mean, TensorView rstd,
                                     TensorView inp, TensorView weight, TensorView bias, int N,
                                     int C, float eps) {
   const char* op = "layernorm_forward";
-  check_sizes(op, N, C);
+  check_rows(op, N, C);
   const DType t = compute_dtype(inp, op, "inp");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);
@@ -38,7 +28,7 @@ void CudaBackend::layernorm_apply(TensorView out, TensorView inp, TensorView mea
                                   TensorView rstd, TensorView weight, TensorView bias, int N,
                                   int C) {
   const char* op = "layernorm_apply";
-  check_sizes(op, N, C);
+  check_rows(op, N, C);
   const DType t = compute_dtype(inp, op, "inp");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);
@@ -56,7 +46,7 @@ void CudaBackend::residual_layernorm_forward(TensorView x, TensorView out, Tenso
                                              TensorView weight, TensorView bias, int N, int C,
                                              float eps) {
   const char* op = "residual_layernorm_forward";
-  check_sizes(op, N, C);
+  check_rows(op, N, C);
   const DType t = compute_dtype(a, op, "a");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);
@@ -74,7 +64,7 @@ void CudaBackend::layernorm_backward(TensorView dinp, TensorView dweight, Tensor
                                      TensorView dout, TensorView inp, TensorView weight,
                                      TensorView mean, TensorView rstd, int N, int C) {
   const char* op = "layernorm_backward";
-  check_sizes(op, N, C);
+  check_rows(op, N, C);
   const DType t = compute_dtype(inp, op, "inp");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);

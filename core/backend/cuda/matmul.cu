@@ -235,7 +235,6 @@ bool gemm(CudaBackend& be, const GemmArgs& g, const char* op, bool may_decline =
   return true;
 }
 
-size_t z(int a, int b) { return (size_t)a * (size_t)b; }
 // Elements a [rows, ld-apart] view must hold: the last row needs only its first `cols`.
 size_t strided(int rows, int cols, int ld) { return rows > 0 ? z(rows - 1, ld) + cols : 0; }
 

@@ -7,20 +7,10 @@
 
 namespace cr::cuda {
 
-namespace {
-
-size_t z(int a, int b) { return (size_t)a * (size_t)b; }
-
-void check_sizes(const char* op, int N, int C) {
-  CR_CHECK(N >= 0 && C > 0, "{}: N {} C {}", op, N, C);
-}
-
-}  // namespace
-
 void CudaBackend::rmsnorm_forward(TensorView out, TensorView rstd, TensorView inp,
                                   TensorView weight, int N, int C, float eps) {
   const char* op = "rmsnorm_forward";
-  check_sizes(op, N, C);
+  check_rows(op, N, C);
   const DType t = compute_dtype(inp, op, "inp");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);
@@ -34,7 +24,7 @@ void CudaBackend::rmsnorm_forward(TensorView out, TensorView rstd, TensorView in
 void CudaBackend::rmsnorm_apply(TensorView out, TensorView inp, TensorView rstd, TensorView weight,
                                 int N, int C) {
   const char* op = "rmsnorm_apply";
-  check_sizes(op, N, C);
+  check_rows(op, N, C);
   const DType t = compute_dtype(inp, op, "inp");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);
@@ -49,7 +39,7 @@ void CudaBackend::residual_rmsnorm_forward(TensorView x, TensorView out, TensorV
                                            TensorView a, TensorView b, TensorView weight, int N,
                                            int C, float eps) {
   const char* op = "residual_rmsnorm_forward";
-  check_sizes(op, N, C);
+  check_rows(op, N, C);
   const DType t = compute_dtype(a, op, "a");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);
@@ -65,7 +55,7 @@ void CudaBackend::rmsnorm_backward(TensorView dinp, TensorView dweight, TensorVi
                                    TensorView inp, TensorView weight, TensorView rstd, int N,
                                    int C) {
   const char* op = "rmsnorm_backward";
-  check_sizes(op, N, C);
+  check_rows(op, N, C);
   const DType t = compute_dtype(inp, op, "inp");
   dispatch_float(t, [&](auto tag) {
     using T = decltype(tag);
