@@ -74,6 +74,12 @@ std::vector<Field> schema(Config& c) {
       {"parallel.tensor", &c.parallel.tensor, 1, 4096, "an integer in [1, 4096] dividing the rank count"},
       {"parallel.timeout_s", &c.parallel.timeout_s, 0.001, 1e6, "seconds in (0, 1e6]"},
       {"parallel.bucket_mb", &c.parallel.bucket_mb, 0.001, 1e5, "megabytes in (0, 1e5]"},
+      {"parallel.overlap", &c.parallel.overlap, 0, 0,
+       "true or false (overlap the gradient reduction with backward)"},
+      {"parallel.zero", &c.parallel.zero, 0, 1, "0 or 1 (1: shard AdamW's state over data-parallel ranks)"},
+      {"parallel.bootstrap", &c.parallel.bootstrap, 0, 0, "mpi or file:DIR"},
+      {"parallel.flight_records", &c.parallel.flight_records, 1, 1e6,
+       "a positive integer (collectives the flight recorder keeps per rank)"},
       {"checkpoint.dir", &c.checkpoint.dir, 0, 0, "a directory for checkpoints, or empty (none)"},
       {"checkpoint.every", &c.checkpoint.every, 0, 1e9, "an integer >= 0 (steps; 0: only at the end)"},
       {"checkpoint.keep_last", &c.checkpoint.keep_last, 0, 1e6, "an integer >= 0 (0: keep all)"},
@@ -238,6 +244,10 @@ void validate(const Config& c, const std::map<std::string, std::string>& seen) {
   if (!c.train.device.empty() && c.train.device != "cpu" && c.train.device != "cuda")
     CR_INPUT_ERROR("{}: train.device = '{}' is not a device, expected cpu or cuda (or empty: "
                    "cuda when a GPU is present)", at("train.device"), c.train.device);
+  if (c.parallel.bootstrap != "mpi" &&
+      (c.parallel.bootstrap.rfind("file:", 0) != 0 || c.parallel.bootstrap.size() == 5))
+    CR_INPUT_ERROR("{}: parallel.bootstrap = '{}' is not a bootstrap, expected mpi or file:DIR (a "
+                   "directory every rank can see)", at("parallel.bootstrap"), c.parallel.bootstrap);
   if (c.train.dtype != "fp32" && c.train.dtype != "bf16")
     CR_INPUT_ERROR("{}: train.dtype = '{}' is not a training dtype, expected fp32 or bf16",
                    at("train.dtype"), c.train.dtype);

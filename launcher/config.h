@@ -51,6 +51,16 @@ struct ParallelSettings {
   int tensor = 1;           // tensor-parallel degree; data-parallel degree = ranks / tensor
   float timeout_s = 300.f;  // a collective not done in this time ends the job, naming it
   float bucket_mb = 25.f;   // gradient all-reduce bucket size
+  // Launch each gradient bucket's reduction as soon as backward has finished its parameters, on
+  // a communication thread, so it overlaps the rest of backward (results are identical).
+  bool overlap = true;
+  // ZeRO stage: 0 = every DP rank holds all of AdamW's state; 1 = each holds 1/dp of it
+  // (gradients reduce-scattered, AdamW on the shard, parameters all-gathered).
+  int zero = 0;
+  // How ranks find each other: "mpi" (mpirun, srun --mpi=pmix), or "file:DIR" (a directory on a
+  // file system every rank sees; ranks from Slurm's or torchrun's environment; NCCL only).
+  std::string bootstrap = "mpi";
+  int flight_records = 256;  // collectives kept per rank by the flight recorder
 };
 
 struct CheckpointSettings {

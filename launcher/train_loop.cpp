@@ -83,7 +83,7 @@ void on_stop_signal(int sig) { g_stop_signal = sig; }
 // evaluation micro-batch (an evaluation can outlast a scheduler's grace period).
 int agreed_stop_signal(Communicator& world) {
   float sig = (float)g_stop_signal;
-  if (world.size() > 1) world.all_reduce(&sig, 1, ReduceOp::Max);
+  if (world.size() > 1) world.all_reduce(&sig, 1, ReduceOp::Max, "stop_signal");
   return (int)sig;
 }
 
@@ -311,7 +311,7 @@ StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq
   float* grads = c.model.grad_buffer().f32();  // on the backend's device
   c.grad_sync.all_reduce_mean(grads, c.model.num_params());
   if (dp > 1) {  // the step's loss is the mean over the whole global batch
-    c.dp.all_reduce(&loss, 1);
+    c.dp.all_reduce(&loss, 1, ReduceOp::Sum, "loss.mean");
     loss /= dp;
   }
   if (!std::isfinite(loss))

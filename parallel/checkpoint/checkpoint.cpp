@@ -75,7 +75,7 @@ std::vector<size_t> assign_writers(const std::vector<ShardedTensor>& tensors, Co
   for (const auto& t : tensors) *mine.add_tensors() = describe_box(t);
   std::string bytes;
   mine.SerializeToString(&bytes);
-  const auto all = world.all_gather_bytes(bytes);
+  const auto all = world.all_gather_bytes(bytes, "ckpt.save.boxes");
   std::map<std::string, std::vector<int>> holders;  // key: name + box
   std::vector<std::string> order;
   std::map<std::string, int64_t> size_of;
@@ -290,7 +290,7 @@ Checkpointer::Checkpointer(std::string dir, int keep_last, Communicator& world)
 
 bool Checkpointer::agree(bool ok) {
   float failed = ok ? 0.f : 1.f;
-  world_.all_reduce(&failed, 1, ReduceOp::Max);
+  world_.all_reduce(&failed, 1, ReduceOp::Max, "ckpt.agree");
   return failed == 0.f;
 }
 
@@ -390,7 +390,7 @@ bool Checkpointer::save(const std::vector<ShardedTensor>& tensors, proto::Manife
   // 4. rank 0: merge the records, check coverage, write the manifest last
   std::string bytes;
   records.SerializeToString(&bytes);
-  const auto all = world_.all_gather_bytes(bytes);
+  const auto all = world_.all_gather_bytes(bytes, "ckpt.save.chunks");
   bool committed = false;
   if (rank == 0) {
     try {
@@ -479,7 +479,7 @@ std::optional<proto::Manifest> Checkpointer::load_latest(const std::vector<Shard
     std::string listing;
     if (world_.rank() == 0)
       for (const auto& c : committed_checkpoints(dir_)) listing += c + "\n";
-    const std::string all = world_.all_gather_bytes(listing)[0];
+    const std::string all = world_.all_gather_bytes(listing, "ckpt.load.listing")[0];
     size_t a = 0;
     for (size_t b; (b = all.find('\n', a)) != std::string::npos; a = b + 1)
       candidates.push_back(all.substr(a, b - a));
@@ -504,7 +504,7 @@ std::optional<proto::Manifest> Checkpointer::load_latest(const std::vector<Shard
         log::warn("checkpoint {} is damaged, skipping it: {}", ckpt, e.message());
       }
     }
-    const std::string got = world_.all_gather_bytes(problem + '\0' + payload)[0];
+    const std::string got = world_.all_gather_bytes(problem + '\0' + payload, "ckpt.load.verify")[0];
     const size_t nul = got.find('\0');
     if (nul > 0) CR_INPUT_ERROR("{}", got.substr(0, nul));
     if (got.size() == 1) continue;  // damaged manifest: the one before

@@ -11,9 +11,9 @@
 
 namespace cr {
 
-CollectiveInfo Communicator::next(const char* op, size_t bytes) {
+CollectiveInfo Communicator::next(const char* op, size_t bytes, const char* label) {
   bytes_issued_ += bytes;
-  CollectiveInfo c{++seq_, op, bytes, name()};
+  CollectiveInfo c{++seq_, op, bytes, name(), label};
   static const char* hang_rank = std::getenv("CR_TEST_HANG_RANK");
   static const char* hang_at = std::getenv("CR_TEST_HANG_AT");
   if (hang_rank && hang_at && std::atoi(hang_rank) == process_identity().rank &&
@@ -48,27 +48,29 @@ class SingleRankCommunicator final : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string name() const override { return "single[0]"; }
-  std::unique_ptr<Work> all_reduce_async(float*, size_t n, ReduceOp) override {
-    next("all_reduce", n * sizeof(float));
+  std::unique_ptr<Work> all_reduce_async(float*, size_t n, ReduceOp, const char* label) override {
+    next("all_reduce", n * sizeof(float), label);
     return std::make_unique<DoneWork>();
   }
-  std::unique_ptr<Work> reduce_scatter_async(const float* send, float* recv, size_t n, ReduceOp) override {
-    next("reduce_scatter", n * sizeof(float));
+  std::unique_ptr<Work> reduce_scatter_async(const float* send, float* recv, size_t n, ReduceOp,
+                                             const char* label) override {
+    next("reduce_scatter", n * sizeof(float), label);
     if (send != recv) std::memmove(recv, send, n * sizeof(float));
     return std::make_unique<DoneWork>();
   }
-  std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n) override {
-    next("all_gather", n * sizeof(float));
+  std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n,
+                                         const char* label) override {
+    next("all_gather", n * sizeof(float), label);
     if (send != recv) std::memmove(recv, send, n * sizeof(float));
     return std::make_unique<DoneWork>();
   }
-  std::unique_ptr<Work> broadcast_async(float*, size_t n, int) override {
-    next("broadcast", n * sizeof(float));
+  std::unique_ptr<Work> broadcast_async(float*, size_t n, int, const char* label) override {
+    next("broadcast", n * sizeof(float), label);
     return std::make_unique<DoneWork>();
   }
-  void barrier() override {}
-  std::vector<std::string> all_gather_bytes(const std::string& mine) override {
-    next("all_gather_bytes", mine.size());
+  void barrier(const char*) override {}
+  std::vector<std::string> all_gather_bytes(const std::string& mine, const char* label) override {
+    next("all_gather_bytes", mine.size(), label);
     return {mine};
   }
 };

@@ -30,6 +30,7 @@ struct CollectiveInfo {
   std::string op;      // "all_reduce(sum)", "all_gather", ...
   size_t bytes = 0;
   std::string group;   // "tp[4,5,6,7]"
+  std::string label;   // what the collective is for: "attn.proj.fwd", "grad bucket 3/12", ...
 };
 
 // What happens when a collective times out or fails. The default reports on stderr and aborts
@@ -51,24 +52,37 @@ class Communicator {
   // The group's name for reports, e.g. "world[0..7]", "tp[4,5,6,7]".
   virtual std::string name() const = 0;
 
-  virtual std::unique_ptr<Work> all_reduce_async(float* buf, size_t n, ReduceOp op) = 0;
+  // `label` says what each collective is for ("attn.proj.fwd", "grad bucket 3/12"): reports and
+  // the flight recorder name it. Never null ("" when there is nothing to say).
+  virtual std::unique_ptr<Work> all_reduce_async(float* buf, size_t n, ReduceOp op,
+                                                 const char* label) = 0;
   // recv[n] = op over ranks of send[rank*n : (rank+1)*n]   (send holds size()*n floats)
   virtual std::unique_ptr<Work> reduce_scatter_async(const float* send, float* recv, size_t n,
-                                                     ReduceOp op) = 0;
+                                                     ReduceOp op, const char* label) = 0;
   // recv[size()*n] = concatenation of every rank's send[n], in rank order
-  virtual std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n) = 0;
-  virtual std::unique_ptr<Work> broadcast_async(float* buf, size_t n, int root) = 0;
-  virtual void barrier() = 0;
+  virtual std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n,
+                                                 const char* label) = 0;
+  virtual std::unique_ptr<Work> broadcast_async(float* buf, size_t n, int root,
+                                                const char* label) = 0;
+  virtual void barrier(const char* label = "") = 0;
   // Control-plane gather of variable-length byte strings (checkpoint metadata, manifests): every
   // rank receives every rank's bytes, in rank order. Blocking, with the same timeout contract.
-  virtual std::vector<std::string> all_gather_bytes(const std::string& mine) = 0;
+  virtual std::vector<std::string> all_gather_bytes(const std::string& mine,
+                                                    const char* label = "") = 0;
 
-  void all_reduce(float* buf, size_t n, ReduceOp op = ReduceOp::Sum) { all_reduce_async(buf, n, op)->wait(); }
-  void reduce_scatter(const float* send, float* recv, size_t n, ReduceOp op = ReduceOp::Sum) {
-    reduce_scatter_async(send, recv, n, op)->wait();
+  void all_reduce(float* buf, size_t n, ReduceOp op = ReduceOp::Sum, const char* label = "") {
+    all_reduce_async(buf, n, op, label)->wait();
   }
-  void all_gather(const float* send, float* recv, size_t n) { all_gather_async(send, recv, n)->wait(); }
-  void broadcast(float* buf, size_t n, int root) { broadcast_async(buf, n, root)->wait(); }
+  void reduce_scatter(const float* send, float* recv, size_t n, ReduceOp op = ReduceOp::Sum,
+                      const char* label = "") {
+    reduce_scatter_async(send, recv, n, op, label)->wait();
+  }
+  void all_gather(const float* send, float* recv, size_t n, const char* label = "") {
+    all_gather_async(send, recv, n, label)->wait();
+  }
+  void broadcast(float* buf, size_t n, int root, const char* label = "") {
+    broadcast_async(buf, n, root, label)->wait();
+  }
 
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
   std::chrono::milliseconds timeout() const { return timeout_; }
@@ -79,7 +93,7 @@ class Communicator {
  protected:
   // Numbers the next collective. Also the test-only fault hook: with CR_TEST_HANG_RANK=r and
   // CR_TEST_HANG_AT=s in the environment, world rank r stops forever before collective #s.
-  CollectiveInfo next(const char* op, size_t bytes);
+  CollectiveInfo next(const char* op, size_t bytes, const char* label);
   // Reports a failed collective and ends the job (through the fault handler when one is set).
   [[noreturn]] void fail(const CollectiveInfo& c, const std::string& why) const;
   // Takes every rank of the job down; never returns.

@@ -103,43 +103,48 @@ void MpiCommunicator::abort_job() const {
   std::abort();
 }
 
-std::unique_ptr<Work> MpiCommunicator::all_reduce_async(float* buf, size_t n, ReduceOp op) {
-  auto info = next(op_name("all_reduce", op), n * sizeof(float));
+std::unique_ptr<Work> MpiCommunicator::all_reduce_async(float* buf, size_t n, ReduceOp op,
+                                                        const char* label) {
+  auto info = next(op_name("all_reduce", op), n * sizeof(float), label);
   MPI_Request req;
   CR_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, to_mpi(op), comm_, &req));
   return std::make_unique<MpiWork>(*this, std::move(info), req);
 }
 
 std::unique_ptr<Work> MpiCommunicator::reduce_scatter_async(const float* send, float* recv,
-                                                            size_t n, ReduceOp op) {
-  auto info = next(op_name("reduce_scatter", op), n * size_ * sizeof(float));
+                                                            size_t n, ReduceOp op,
+                                                            const char* label) {
+  auto info = next(op_name("reduce_scatter", op), n * size_ * sizeof(float), label);
   MPI_Request req;
   CR_MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, (int)n, MPI_FLOAT, to_mpi(op), comm_, &req));
   return std::make_unique<MpiWork>(*this, std::move(info), req);
 }
 
-std::unique_ptr<Work> MpiCommunicator::all_gather_async(const float* send, float* recv, size_t n) {
-  auto info = next("all_gather", n * size_ * sizeof(float));
+std::unique_ptr<Work> MpiCommunicator::all_gather_async(const float* send, float* recv, size_t n,
+                                                        const char* label) {
+  auto info = next("all_gather", n * size_ * sizeof(float), label);
   MPI_Request req;
   CR_MPI_CHECK(MPI_Iallgather(send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, comm_, &req));
   return std::make_unique<MpiWork>(*this, std::move(info), req);
 }
 
-std::unique_ptr<Work> MpiCommunicator::broadcast_async(float* buf, size_t n, int root) {
-  auto info = next("broadcast", n * sizeof(float));
+std::unique_ptr<Work> MpiCommunicator::broadcast_async(float* buf, size_t n, int root,
+                                                       const char* label) {
+  auto info = next("broadcast", n * sizeof(float), label);
   MPI_Request req;
   CR_MPI_CHECK(MPI_Ibcast(buf, (int)n, MPI_FLOAT, root, comm_, &req));
   return std::make_unique<MpiWork>(*this, std::move(info), req);
 }
 
-void MpiCommunicator::barrier() {
-  auto info = next("barrier", 0);
+void MpiCommunicator::barrier(const char* label) {
+  auto info = next("barrier", 0, label);
   MPI_Request req;
   CR_MPI_CHECK(MPI_Ibarrier(comm_, &req));
   MpiWork(*this, std::move(info), req).wait();
 }
 
-std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mine) {
+std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mine,
+                                                          const char* label) {
   // Two steps: the lengths, then the bytes (MPI counts are ints: metadata stays far below 2 GB).
   CR_CHECK(mine.size() < (size_t)INT32_MAX / (size_t)size_, "all_gather_bytes: {} bytes is too many",
            mine.size());
@@ -147,7 +152,7 @@ std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mi
   std::vector<int> lens(size_);
   MPI_Request req;
   CR_MPI_CHECK(MPI_Iallgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm_, &req));
-  MpiWork(*this, next("all_gather_bytes(lengths)", sizeof(int) * size_), req).wait();
+  MpiWork(*this, next("all_gather_bytes(lengths)", sizeof(int) * size_, label), req).wait();
   std::vector<int> displs(size_);
   int total = 0;
   for (int r = 0; r < size_; r++) {
@@ -157,7 +162,7 @@ std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mi
   std::string all((size_t)total, '\0');
   CR_MPI_CHECK(MPI_Iallgatherv(mine.data(), len, MPI_BYTE, all.data(), lens.data(), displs.data(),
                                MPI_BYTE, comm_, &req));
-  MpiWork(*this, next("all_gather_bytes", (size_t)total), req).wait();
+  MpiWork(*this, next("all_gather_bytes", (size_t)total, label), req).wait();
   std::vector<std::string> out(size_);
   for (int r = 0; r < size_; r++) out[r] = all.substr((size_t)displs[r], (size_t)lens[r]);
   return out;

@@ -26,13 +26,15 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string name() const override { return name_; }
 
-  std::unique_ptr<Work> all_reduce_async(float* buf, size_t n, ReduceOp op) override;
-  std::unique_ptr<Work> reduce_scatter_async(const float* send, float* recv, size_t n,
-                                             ReduceOp op) override;
-  std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n) override;
-  std::unique_ptr<Work> broadcast_async(float* buf, size_t n, int root) override;
-  void barrier() override;
-  std::vector<std::string> all_gather_bytes(const std::string& mine) override;
+  std::unique_ptr<Work> all_reduce_async(float* buf, size_t n, ReduceOp op,
+                                         const char* label) override;
+  std::unique_ptr<Work> reduce_scatter_async(const float* send, float* recv, size_t n, ReduceOp op,
+                                             const char* label) override;
+  std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n,
+                                         const char* label) override;
+  std::unique_ptr<Work> broadcast_async(float* buf, size_t n, int root, const char* label) override;
+  void barrier(const char* label = "") override;
+  std::vector<std::string> all_gather_bytes(const std::string& mine, const char* label = "") override;
 
   MPI_Comm comm() const { return comm_; }
 

@@ -21,7 +21,7 @@ void GradientSync::all_reduce_mean(float* grads, size_t n) {
   std::vector<std::unique_ptr<Work>> pending;
   for (size_t first = 0; first < n; first += bucket_floats_)
     pending.push_back(dp_.all_reduce_async(buf + first, std::min(bucket_floats_, n - first),
-                                           ReduceOp::Sum));
+                                           ReduceOp::Sum, "grad.bucket"));
   for (auto& w : pending) w->wait();
   if (buf != grads) be_.copy(dev, TensorView::f32(buf, {(int64_t)n}));
   be_.scale(dev, 1.f / (float)dp_.size());

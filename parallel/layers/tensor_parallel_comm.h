@@ -20,13 +20,13 @@ class CommTensorParallel final : public TensorParallelComm {
   int rank() const override { return comm_.rank(); }
   int size() const override { return comm_.size(); }
   void all_reduce_sum(float* buf, size_t n, const char* what) override {
-    if (!dropped(what)) comm_.all_reduce(buf, n, ReduceOp::Sum);
+    if (!dropped(what)) comm_.all_reduce(buf, n, ReduceOp::Sum, what);
   }
   void all_reduce_max(float* buf, size_t n, const char* what) override {
-    if (!dropped(what)) comm_.all_reduce(buf, n, ReduceOp::Max);
+    if (!dropped(what)) comm_.all_reduce(buf, n, ReduceOp::Max, what);
   }
-  void all_gather(const float* send, float* recv, size_t n, const char*) override {
-    comm_.all_gather(send, recv, n);
+  void all_gather(const float* send, float* recv, size_t n, const char* what) override {
+    comm_.all_gather(send, recv, n, what);
   }
 
  private:
