@@ -29,8 +29,11 @@ void init_processes(ParallelContext& ctx) {
     ctx.world = make_single_rank_communicator();
     return;
   }
+  // MULTIPLE: with parallel.overlap the gradient buckets are reduced on a communication thread
+  // while the main thread runs backward and its tensor-parallel collectives.
   int provided = 0;
-  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
+  ctx.thread_multiple = provided >= MPI_THREAD_MULTIPLE;
   ctx.mpi = true;
   ctx.world = MpiCommunicator::world();
   auto& id = process_identity();

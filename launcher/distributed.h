@@ -16,6 +16,9 @@ struct ParallelContext {
   bool mpi = false;
   // This rank's index among the ranks on its node (MPI_COMM_TYPE_SHARED): picks its GPU.
   int local_rank = 0, local_size = 1;
+  // MPI_THREAD_MULTIPLE granted: a communication thread may issue collectives while the main
+  // thread issues others (parallel.overlap needs it). Always true without MPI.
+  bool thread_multiple = true;
 };
 
 // True when this process was started by an MPI launcher (mpirun, srun --mpi=pmix, ...).
