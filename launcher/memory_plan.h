@@ -23,10 +23,12 @@ struct MemoryPlan {
   ActivationPlan acts;
   double total() const { return params + grads + optim + compute_copy + acts.bytes() + workspace; }
 };
-MemoryPlan memory_plan(const Config& cfg, const ModelConfig& mc, int tp);
-void log_memory_plan(const Config& cfg, const ModelConfig& mc, int tp);
+// dp: the data-parallel degree (parallel.zero 1 keeps 1/dp of AdamW's state per rank).
+MemoryPlan memory_plan(const Config& cfg, const ModelConfig& mc, int tp, int dp = 1);
+void log_memory_plan(const Config& cfg, const ModelConfig& mc, int tp, int dp = 1);
 // Throws InputError, one line: needed, free and total, and what to lower, when the plan exceeds
 // mem.free_bytes. mem {0, 0} (host memory) is not checked.
-void check_memory_plan(const Config& cfg, const ModelConfig& mc, int tp, Backend::MemoryInfo mem);
+void check_memory_plan(const Config& cfg, const ModelConfig& mc, int tp, Backend::MemoryInfo mem,
+                       int dp = 1);
 
 }  // namespace cr

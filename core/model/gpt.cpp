@@ -728,10 +728,23 @@ void GPT::backward_trunk() {
   a.dres.zero();
   norm_backward(a.dres.view(), g_.lnf, a.dln.view(), a.layers.back().x_out.view(), w_.lnf,
                 a.lnf_mean.view(), a.lnf_rstd.view(), N);
-  for (int l = cfg_.n_layer - 1; l >= 0; l--)
+  const std::vector<size_t> ready = grad_ready_offsets();
+  grads_ready(ready[0]);  // the final norm, and an untied LM head
+  for (int l = cfg_.n_layer - 1; l >= 0; l--) {
     block_backward(l, l == 0 ? a.x0.view() : a.layers[l - 1].x_out.view());
+    grads_ready(ready[cfg_.n_layer - l]);
+  }
   // Vocab-parallel embedding backward is local: this shard's rows; wpe (gpt2) on every rank.
   be_->embedding_backward(g_.wte, g_.wpe, a.dres.view(), a.inputs.view(), B, T, C, v0, Vl);
+  grads_ready(0);
+}
+
+std::vector<size_t> GPT::grad_ready_offsets() const {
+  std::vector<size_t> out{layout_.at("ln_f.weight").offset};
+  for (int l = cfg_.n_layer - 1; l >= 0; l--)
+    out.push_back(layout_.at("h." + std::to_string(l) + ".ln_1.weight").offset);
+  out.push_back(0);
+  return out;
 }
 
 // One block backward. With recompute, the MLP activation and the norm outputs are rebuilt here

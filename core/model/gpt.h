@@ -34,6 +34,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -219,6 +220,16 @@ class GPT {
     double forward = 0, backward = 0;
   };
   const PassTiming& last_timing() const { return timing_; }
+  // Backward finishes the gradients from the end of the flat buffer towards its start: the
+  // final norm (and an untied LM head), then layer L-1, ..., layer 0, then the embeddings (a
+  // tied embedding is also the LM head, so it is final only at the very end). While a hook is
+  // set, backward calls hook(p) at each such point: every gradient at flat offset >= p is final
+  // for this backward (on the backend's stream: synchronise before reading it on the host).
+  // grad_ready_offsets() lists those p in the order they come (strictly decreasing, last 0):
+  // what data parallelism needs to start reducing gradients while backward goes on.
+  using GradReadyHook = std::function<void(size_t)>;
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
+  std::vector<size_t> grad_ready_offsets() const;
   // Tests: force chunks of `rows` rows (0: automatic), to reach the multi-chunk path on small models.
   void set_classifier_chunk_rows(int rows) { chunk_rows_override_ = rows; }
 
@@ -300,6 +311,10 @@ class GPT {
   std::vector<uint16_t> host_stage16_;
   int chunk_rows_override_ = 0;
   PassTiming timing_;
+  GradReadyHook grad_ready_;
+  void grads_ready(size_t offset) {
+    if (grad_ready_) grad_ready_(offset);
+  }
   bool recompute_ = false;
 };
 

@@ -1,5 +1,6 @@
 #include "core/optim/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -9,23 +10,64 @@ namespace {
 TensorView flat(const float* p, size_t n, const Backend& be) {
   return TensorView(const_cast<float*>(p), {(int64_t)n}, DType::F32, be.device());
 }
+
+size_t total_size(const std::vector<FlatRange>& ranges) {
+  size_t n = 0;
+  for (const auto& r : ranges) n += r.size();
+  return n;
+}
+
+// Calls f(tensor, overlap) for every tensor meeting range r, in layout order.
+template <typename F>
+void for_each_overlap(const ParamLayout& layout, const FlatRange& r, F f) {
+  for (const auto& t : layout.tensors()) {
+    const size_t b = std::max(r.begin, t.offset), e = std::min(r.end, t.offset + t.numel);
+    if (b < e) f(t, FlatRange{b, e});
+  }
+}
+
 }  // namespace
 
-AdamW::AdamW(const ParamLayout& layout, AdamWConfig cfg, Backend& backend)
+AdamW::AdamW(const ParamLayout& layout, AdamWConfig cfg, Backend& backend,
+             std::vector<FlatRange> ranges)
     : layout_(layout),
       cfg_(cfg),
       be_(backend),
-      m_(backend.allocator(), DType::F32, layout.total()),
-      v_(backend.allocator(), DType::F32, layout.total()) {
-  for (const auto& t : layout_.tensors())
-    segs_.push_back({t.offset, t.numel, t.decay ? cfg_.weight_decay : 0.f});
+      ranges_(ranges.empty() ? std::vector<FlatRange>{{0, layout.total()}} : std::move(ranges)),
+      m_(backend.allocator(), DType::F32, total_size(ranges_)),
+      v_(backend.allocator(), DType::F32, total_size(ranges_)) {
+  for (size_t i = 0; i < ranges_.size(); i++) {
+    const FlatRange& r = ranges_[i];
+    CR_CHECK(r.end <= layout.total() && (i == 0 || r.begin >= ranges_[i - 1].end),
+             "AdamW ranges must be increasing and inside the {} parameters", layout.total());
+    auto& segs = segs_.emplace_back();
+    for_each_overlap(layout, r, [&](const ParamTensor& t, FlatRange o) {
+      segs.push_back({o.begin - r.begin, o.size(), t.decay ? cfg_.weight_decay : 0.f});
+    });
+  }
 }
 
 void AdamW::step(float* params, const float* grads, float lr) {
   t_++;
-  const size_t n = layout_.total();
-  be_.adamw_step(flat(params, n, be_), flat(grads, n, be_), m_.view(), v_.view(), segs_.data(),
-                 segs_.size(), lr, cfg_.beta1, cfg_.beta2, cfg_.eps, t_);
+  size_t state = 0;  // where range i's moments start in m and v
+  for (size_t i = 0; i < ranges_.size(); i++) {
+    const FlatRange& r = ranges_[i];
+    be_.adamw_step(flat(params + r.begin, r.size(), be_), flat(grads + r.begin, r.size(), be_),
+                   m_.view(state, r.size()), v_.view(state, r.size()), segs_[i].data(),
+                   segs_[i].size(), lr, cfg_.beta1, cfg_.beta2, cfg_.eps, t_);
+    state += r.size();
+  }
+}
+
+double grad_sum_squares(const ParamLayout& layout, const float* grads,
+                        const std::vector<FlatRange>& ranges, bool count_replicated, Backend& be) {
+  const std::vector<FlatRange> all{{0, layout.total()}};
+  double sum = 0.0;
+  for (const FlatRange& r : ranges.empty() ? all : ranges)
+    for_each_overlap(layout, r, [&](const ParamTensor& t, FlatRange o) {
+      if (t.shard_dim >= 0 || count_replicated) sum += be.sum_squares(flat(grads + o.begin, o.size(), be));
+    });
+  return sum;
 }
 
 float lr_at(int step, int max_steps, int warmup, float lr, float min_lr) {
@@ -46,10 +88,7 @@ float clip_grad_norm(float* grads, size_t n, float max_norm, Backend& be) {
 float clip_grad_norm(const ParamLayout& layout, float* grads, float max_norm,
                      TensorParallelComm* tp, Backend& be) {
   const bool first = !tp || tp->rank() == 0;
-  double local = 0.0;
-  for (const auto& t : layout.tensors())
-    if (t.shard_dim >= 0 || first) local += be.sum_squares(flat(grads + t.offset, t.numel, be));
-  float sq = (float)local;
+  float sq = (float)grad_sum_squares(layout, grads, {}, first, be);
   if (tp && tp->size() > 1) {
     // Sum in fp32 over ranks, but of a double-accumulated local sum: exact to ~1e-7 relative.
     tp->all_reduce_sum(&sq, 1, "grad_norm");

@@ -26,6 +26,14 @@ inline const char* dtype_name(DType t) {
 }
 inline const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
+// A range [begin, end) of a flat buffer, in elements (the parameter and gradient buffers are
+// flat; ZeRO gives each data-parallel rank some ranges of them).
+struct FlatRange {
+  size_t begin = 0, end = 0;
+  size_t size() const { return end - begin; }
+  bool operator==(const FlatRange&) const = default;
+};
+
 struct TensorView {
   static constexpr int kMaxDims = 4;
   void* data = nullptr;

@@ -65,4 +65,43 @@ Box shard_box(const std::vector<int64_t>& global_shape, int dim, int part, int p
   return b;
 }
 
+namespace {
+// Boxes of elements [begin, end) of the sub-tensor shape[d:], which sits at `prefix` (the
+// indices of dimensions < d, extent 1) and starts at flat element `base` of the whole tensor.
+void flat_boxes(const std::vector<int64_t>& shape, size_t d, std::vector<int64_t> prefix,
+                int64_t base, int64_t begin, int64_t end, std::vector<FlatBox>& out) {
+  if (begin >= end) return;
+  const int64_t inner = volume({shape.begin() + (long)d + 1, shape.end()});
+  auto emit = [&](int64_t row0, int64_t rows) {  // whole rows [row0, row0 + rows) of dim d
+    Box b{prefix, std::vector<int64_t>(prefix.size(), 1)};
+    b.offset.push_back(row0);
+    b.shape.push_back(rows);
+    for (size_t k = d + 1; k < shape.size(); k++) {
+      b.offset.push_back(0);
+      b.shape.push_back(shape[k]);
+    }
+    out.push_back({std::move(b), base + row0 * inner});
+  };
+  if (d + 1 == shape.size()) return emit(begin, end - begin);  // the last dim: one run
+  int64_t r0 = begin / inner, r1 = end / inner;               // rows [r0, r1) may be whole
+  auto partial = [&](int64_t row, int64_t from, int64_t to) {
+    auto p = prefix;
+    p.push_back(row);
+    flat_boxes(shape, d + 1, std::move(p), base + row * inner, from, to, out);
+  };
+  if (r0 == r1) return partial(r0, begin % inner, end % inner);  // inside one row
+  if (begin % inner != 0) partial(r0++, begin % inner, inner);
+  if (r1 > r0) emit(r0, r1 - r0);
+  if (end % inner != 0) partial(r1, 0, end % inner);
+}
+}  // namespace
+
+std::vector<FlatBox> flat_range_boxes(const std::vector<int64_t>& shape, int64_t begin, int64_t end) {
+  CR_CHECK(!shape.empty() && 0 <= begin && begin <= end && end <= volume(shape),
+           "flat range [{}, {}) of a tensor of {} elements", begin, end, volume(shape));
+  std::vector<FlatBox> out;
+  flat_boxes(shape, 0, {}, 0, begin, end, out);
+  return out;
+}
+
 }  // namespace cr

@@ -36,4 +36,15 @@ void copy_region(const float* src, const Box& src_box, float* dst, const Box& ds
 // The box of a tensor split into `parts` equal pieces along `dim` (-1: the whole tensor).
 Box shard_box(const std::vector<int64_t>& global_shape, int dim, int part, int parts);
 
+// A flat range of a dense row-major tensor as boxes: elements [begin, end) of a tensor of
+// `shape` are the union of the returned boxes, in order, each a contiguous run of the range
+// starting at its `first` (so a box's dense data is range data at first - begin). At most
+// 2 * (rank - 1) + 1 boxes: a partial leading row, whole rows, a partial trailing row, per
+// dimension. ZeRO's optimizer parts are flat ranges; checkpoints store boxes.
+struct FlatBox {
+  Box box;
+  int64_t first = 0;
+};
+std::vector<FlatBox> flat_range_boxes(const std::vector<int64_t>& shape, int64_t begin, int64_t end);
+
 }  // namespace cr

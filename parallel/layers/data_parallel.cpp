@@ -1,30 +1,246 @@
 #include "parallel/layers/data_parallel.h"
 
 #include <algorithm>
-#include <vector>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
 
+#include <fmt/format.h>
+
+#include "core/common/error.h"
 
 namespace cr {
 
-GradientSync::GradientSync(Communicator& dp, size_t bucket_bytes, Backend& backend)
-    : dp_(dp), bucket_floats_(std::max<size_t>(1, bucket_bytes / sizeof(float))), be_(backend) {}
+// ---- bucket arithmetic -------------------------------------------------------------------------
 
-void GradientSync::all_reduce_mean(float* grads, size_t n) {
-  if (dp_.size() == 1) return;
-  const TensorView dev(grads, {(int64_t)n}, DType::F32, be_.device());
-  float* buf = grads;
-  if (be_.device() != Device::CPU) {  // staged: device -> host, reduce, host -> device
-    host_.resize(n);
-    buf = host_.data();
-    be_.copy(TensorView::f32(buf, {(int64_t)n}), dev);
+std::vector<FlatRange> plan_buckets(const std::vector<size_t>& ready, size_t total,
+                                    size_t bucket_floats) {
+  CR_CHECK(!ready.empty() && ready.back() == 0, "grad ready points must end at offset 0");
+  std::vector<FlatRange> out;
+  size_t end = total;  // the open bucket is [ready point, end)
+  for (size_t i = 0; i < ready.size(); i++) {
+    const size_t p = ready[i];
+    CR_CHECK(p <= end && (i == 0 || p < ready[i - 1]), "grad ready points must decrease: {} after {}",
+             p, i ? ready[i - 1] : total);
+    if (end - p >= bucket_floats || p == 0) {
+      if (end > p) out.push_back({p, end});
+      end = p;
+    }
   }
-  std::vector<std::unique_ptr<Work>> pending;
-  for (size_t first = 0; first < n; first += bucket_floats_)
-    pending.push_back(dp_.all_reduce_async(buf + first, std::min(bucket_floats_, n - first),
-                                           ReduceOp::Sum, "grad.bucket"));
-  for (auto& w : pending) w->wait();
-  if (buf != grads) be_.copy(dev, TensorView::f32(buf, {(int64_t)n}));
-  be_.scale(dev, 1.f / (float)dp_.size());
+  return out;
+}
+
+FlatRange owned_part(const FlatRange& bucket, int rank, int dp) {
+  const size_t c = (bucket.size() + (size_t)dp - 1) / (size_t)dp;
+  const size_t b = std::min(bucket.end, bucket.begin + (size_t)rank * c);
+  return {b, std::min(bucket.end, b + c)};
+}
+
+// ---- the communication thread -----------------------------------------------------------------
+
+// Runs submitted jobs one at a time, in submission order. An exception stops it; drain() then
+// rethrows it on the caller's thread. (A timed-out collective does not throw: the communicator's
+// fault path ends the job from this thread.)
+class CommThread {
+ public:
+  CommThread() : thread_([this] { run(); }) {}
+  ~CommThread() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void submit(std::function<void()> job) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_all();
+  }
+  // Waits until every submitted job has run.
+  void drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, [&] { return (jobs_.empty() && !busy_) || error_; });
+    if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return quit_ || !jobs_.empty(); });
+      if (quit_) return;
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      busy_ = true;
+      lock.unlock();
+      try {
+        job();
+      } catch (...) {
+        lock.lock();
+        error_ = std::current_exception();
+        jobs_.clear();
+        busy_ = false;
+        done_cv_.notify_all();
+        continue;
+      }
+      lock.lock();
+      busy_ = false;
+      if (jobs_.empty()) done_cv_.notify_all();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  std::deque<std::function<void()>> jobs_;
+  bool busy_ = false, quit_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;  // last: starts after the members it uses exist
+};
+
+// ---- GradientSync ------------------------------------------------------------------------------
+
+GradientSync::GradientSync(Communicator& dp, const std::vector<size_t>& ready, size_t total,
+                           Options opt, Backend& backend)
+    : dp_(dp), opt_(opt), be_(backend), total_(total) {
+  CR_CHECK(opt.zero == 0 || opt.zero == 1, "ZeRO stage {} (expected 0 or 1)", opt.zero);
+  buckets_ = plan_buckets(ready, total, std::max<size_t>(1, opt.bucket_bytes / sizeof(float)));
+  if (opt.zero == 0 || dp.size() == 1) {
+    owned_ = {{0, total}};
+  } else {
+    for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {  // increasing offsets
+      const FlatRange part = owned_part(*it, dp.rank(), dp.size());
+      if (part.size() > 0) owned_.push_back(part);
+    }
+  }
+  for (size_t k = 0; k < buckets_.size(); k++)
+    labels_.push_back(fmt::format("grad.bucket {}/{}", k + 1, buckets_.size()));
+  if (opt.overlap && dp.size() > 1) thread_ = std::make_unique<CommThread>();
+}
+
+GradientSync::~GradientSync() = default;
+
+float* GradientSync::host(float* p) {
+  if (be_.device() == Device::CPU) return p;
+  host_.resize(total_);
+  return host_.data();
+}
+
+void GradientSync::begin(float* grads) {
+  grads_ = grads;
+  buf_ = host(grads);
+  launched_ = 0;
+}
+
+void GradientSync::ready(size_t offset) {
+  if (!thread_ || !grads_) return;  // without overlap, finish() reduces every bucket in order
+  while (launched_ < buckets_.size() && buckets_[launched_].begin >= offset) launch(launched_++);
+}
+
+void GradientSync::launch(size_t k) {
+  const FlatRange& b = buckets_[k];
+  if (buf_ != grads_)  // device -> host, on this (the main) thread, before the thread reads it
+    be_.copy(TensorView::f32(buf_ + b.begin, {(int64_t)b.size()}),
+             TensorView(grads_ + b.begin, {(int64_t)b.size()}, DType::F32, be_.device()));
+  if (thread_)
+    thread_->submit([this, k] { reduce(k); });
+  else
+    reduce(k);
+}
+
+// Bucket k's collective on buf_: all-reduce(sum) in place (zero 0); reduce-scatter(sum) of the
+// bucket padded to dp equal parts, this rank's part written back in place (zero 1).
+void GradientSync::reduce(size_t k) {
+  const FlatRange& b = buckets_[k];
+  const char* label = labels_[k].c_str();
+  if (!opt_.drop_label.empty() && labels_[k].rfind(opt_.drop_label, 0) == 0) return;
+  if (opt_.zero == 0) {
+    dp_.all_reduce(buf_ + b.begin, b.size(), ReduceOp::Sum, label);
+    return;
+  }
+  const int dp = dp_.size();
+  const size_t c = (b.size() + (size_t)dp - 1) / (size_t)dp;
+  const float* send = buf_ + b.begin;
+  if (c * (size_t)dp != b.size()) {  // pad: every rank sends dp parts of c floats
+    send_.assign(c * (size_t)dp, 0.f);
+    std::memcpy(send_.data(), buf_ + b.begin, b.size() * sizeof(float));
+    send = send_.data();
+  }
+  recv_.resize(c);
+  dp_.reduce_scatter(send, recv_.data(), c, ReduceOp::Sum, label);
+  const FlatRange mine = owned_part(b, dp_.rank(), dp);
+  std::memcpy(buf_ + mine.begin, recv_.data(), mine.size() * sizeof(float));
+}
+
+void GradientSync::finish() {
+  CR_CHECK(grads_ != nullptr, "GradientSync::finish() without begin()");
+  const auto t0 = std::chrono::steady_clock::now();
+  if (dp_.size() > 1) {
+    while (launched_ < buckets_.size()) launch(launched_++);
+    if (thread_) thread_->drain();
+    const float inv = 1.f / (float)dp_.size();
+    for (const FlatRange& r : owned_) {  // host -> device, then the mean (device-side scale)
+      const TensorView dev(grads_ + r.begin, {(int64_t)r.size()}, DType::F32, be_.device());
+      if (buf_ != grads_) be_.copy(dev, TensorView::f32(buf_ + r.begin, {(int64_t)r.size()}));
+      be_.scale(dev, inv);
+    }
+  }
+  exposed_s_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  grads_ = buf_ = nullptr;
+}
+
+std::string GradientSync::describe() const {
+  size_t largest = 0;
+  for (const auto& b : buckets_) largest = std::max(largest, b.size());
+  std::string s = fmt::format("gradient reduction over dp {}: {} bucket(s) of up to {:.2f} MB, {}",
+                              dp_.size(), buckets_.size(), largest * 4 / 1e6,
+                              thread_ ? "overlapped with backward on a communication thread"
+                                      : "after backward");
+  if (opt_.zero == 1 && dp_.size() > 1) {
+    size_t mine = 0;
+    for (const auto& r : owned_) mine += r.size();
+    s += fmt::format("; ZeRO-1: this rank updates {} of {} local parameters (AdamW state {:.2f} MB "
+                     "instead of {:.2f} MB)",
+                     mine, total_, mine * 8 / 1e6, total_ * 8 / 1e6);
+  }
+  return s;
+}
+
+void GradientSync::all_reduce_mean(float* grads) {
+  begin(grads);
+  finish();
+}
+
+void GradientSync::gather_params(float* params) {
+  if (opt_.zero == 0 || dp_.size() == 1) return;
+  const bool staged = be_.device() != Device::CPU;
+  const int dp = dp_.size();
+  auto dev = [&](const FlatRange& r) {
+    return TensorView(params + r.begin, {(int64_t)r.size()}, DType::F32, be_.device());
+  };
+  for (size_t k = 0; k < buckets_.size(); k++) {
+    const FlatRange& b = buckets_[k];
+    const FlatRange mine = owned_part(b, dp_.rank(), dp);
+    const size_t c = (b.size() + (size_t)dp - 1) / (size_t)dp;
+    send_.assign(c, 0.f);
+    if (mine.size() > 0) {
+      if (staged) be_.copy(TensorView::f32(send_.data(), {(int64_t)mine.size()}), dev(mine));
+      else std::memcpy(send_.data(), params + mine.begin, mine.size() * sizeof(float));
+    }
+    recv_.resize(c * (size_t)dp);
+    const std::string label = fmt::format("param.gather {}/{}", k + 1, buckets_.size());
+    dp_.all_gather(send_.data(), recv_.data(), c, label.c_str());
+    if (staged) be_.copy(dev(b), TensorView::f32(recv_.data(), {(int64_t)b.size()}));
+    else std::memcpy(params + b.begin, recv_.data(), b.size() * sizeof(float));
+  }
 }
 
 }  // namespace cr

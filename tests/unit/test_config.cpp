@@ -647,6 +647,19 @@ TEST_F(ConfigTest, MemoryPlanNamesNeedFreeAndWhatToLower) {
   const MemoryPlan b = memory_plan(c, c.model, 1);
   EXPECT_LT(b.acts.bytes(), 0.6 * p.acts.bytes());
   EXPECT_NEAR(b.compute_copy, p.params / 2, 1.0);
+  // ZeRO-1 at dp 4 keeps a quarter of AdamW's state; at dp 1, or zero 0, all of it. A plan that
+  // does not fit at dp > 1 with zero 0 suggests it.
+  c.parallel.zero = 1;
+  EXPECT_NEAR(memory_plan(c, c.model, 1, 4).optim, p.optim / 4, 1.0);
+  EXPECT_NEAR(memory_plan(c, c.model, 1, 1).optim, p.optim, 1.0);
+  c.parallel.zero = 0;
+  EXPECT_NEAR(memory_plan(c, c.model, 1, 4).optim, p.optim, 1.0);
+  try {
+    check_memory_plan(c, c.model, 1, {(size_t)(1 * gb), (size_t)(80 * gb)}, 4);
+    ADD_FAILURE() << "1 GB free should not fit";
+  } catch (const InputError& e) {
+    EXPECT_TRUE(contains(e.what(), "set parallel.zero: 1")) << e.what();
+  }
 }
 
 }  // namespace
