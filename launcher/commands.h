@@ -55,6 +55,15 @@ int run_ckpt_inspect(const CkptOptions& opt);
 int run_ckpt_verify(const CkptOptions& opt);  // 0: sound, 1: damaged
 int run_ckpt_export(const CkptOptions& opt);
 
+struct DiagnoseOptions {
+  std::string run_dir;  // a job's run.dir: reads run_dir/flight/rank-*.json
+};
+// Prints the desync diagnosis and a per-rank table (0), or throws InputError naming the path.
+int run_diagnose(const DiagnoseOptions& opt);
+// After a failed job: prints the diagnosis from the flight records its ranks wrote since
+// `job_start_ms` (wall clock), unless rank 0 already did (diagnosis.txt). Never throws.
+void report_unprinted_diagnosis(const std::string& run_dir, double job_start_ms);
+
 // Where the embedded default corpus lives (Debian's fortunes package).
 constexpr const char* kDefaultCorpus = "/usr/share/games/fortunes";
 

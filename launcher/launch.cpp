@@ -6,6 +6,8 @@
 // SIGTERM into a kill within a second). A second SIGTERM, or SIGINT, is forwarded as is.
 // --max-restarts K: a job that fails (not one stopped on request) is started again, up to K
 // times; with checkpoint.dir set, each restart resumes from the latest committed checkpoint.
+// A failed job whose ranks left flight records (run.dir/flight) but no diagnosis gets it printed
+// here (see flight_recorder.h).
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 #include "core/common/error.h"
 #include "core/common/log.h"
 #include "launcher/commands.h"
+#include "parallel/comm/flight_recorder.h"
 
 extern char** environ;
 
@@ -107,7 +110,10 @@ int run_launch(const LaunchOptions& opt) {
   ::sigaction(SIGUSR1, &sa, nullptr);
   for (int attempt = 0;; attempt++) {
     ::setenv("CR_RESTART_COUNT", std::to_string(attempt).c_str(), 1);  // mpirun's -x reads it now
+    const double started_ms = wall_ms();
     const int rc = run_child(args);
+    // A hung job whose rank 0 could not print the diagnosis (it was the one stuck, or died).
+    if (rc != 0 && g_stop_requests == 0) report_unprinted_diagnosis(cfg.run.dir, started_ms);
     if (rc == 0 || g_stop_requests > 0 || attempt >= opt.max_restarts) {
       if (rc != 0 && opt.max_restarts > 0 && g_stop_requests == 0)
         log::error("the job failed (exit status {}) after {} restarts; giving up", rc, attempt);

@@ -83,6 +83,11 @@ int main(int argc, char** argv) {
         ->required();
   cx->add_option("--out", ck.out, "Output directory")->required();
 
+  cr::DiagnoseOptions dg;
+  auto* dgc = app.add_subcommand(
+      "diagnose", "After a hang: which rank the others waited on, from RUN_DIR/flight");
+  dgc->add_option("run_dir", dg.run_dir, "The job's run.dir")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help
@@ -117,6 +122,7 @@ int main(int argc, char** argv) {
     if (*ci) return cr::run_ckpt_inspect(ck);
     if (*cv) return cr::run_ckpt_verify(ck);
     if (*cx) return cr::run_ckpt_export(ck);
+    if (*dgc) return cr::run_diagnose(dg);
   } catch (const cr::InputError& err) {
     fmt::print(stderr, "{}chainrule: error: {}\n", cr::log::rank_prefix(), err.message());
     return fail(2);

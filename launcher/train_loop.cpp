@@ -33,6 +33,7 @@
 #include "launcher/memory_plan.h"
 #include "launcher/progress.h"
 #include "parallel/checkpoint/checkpoint.h"
+#include "parallel/comm/flight_recorder.h"
 #include "parallel/comm/mpi_communicator.h"
 #include "parallel/layers/data_parallel.h"
 #include "parallel/layers/tensor_parallel_comm.h"
@@ -104,24 +105,29 @@ void maybe_kill_at_step(int done, int rank) {
 // (whatever train.dtype: the format does not depend on the device or dtype, so a checkpoint
 // resumes anywhere). On the CPU these are the model's own buffers; on a GPU, host mirrors copied
 // from the device before a save (to_host) and back to it after a resume (to_device).
+// With ZeRO-1 this rank's m and v cover only its parts of the flat buffer: each part of a tensor
+// is saved as the boxes of that flat range, once, by its owner, so the checkpoint has the same
+// tensors as any other layout's and loads into any (tp, dp, zero).
 class CheckpointState {
  public:
   CheckpointState(GPT& model, AdamW& opt) : model_(model), opt_(opt) {
     mirrored_ = model.param_buffer().device() != Device::CPU;
-    if (mirrored_)
-      for (auto* h : {&p_, &m_, &v_}) h->assign(model.num_params(), 0.f);
+    if (mirrored_) {
+      p_.assign(model.num_params(), 0.f);
+      m_.assign(opt.m().size(), 0.f);
+      v_.assign(opt.v().size(), 0.f);
+    }
   }
   // This rank's slice of every saved tensor, each a box of the global tensor (its TP shard, or
-  // all of it when replicated).
+  // all of it when replicated; with ZeRO, boxes of its parts of those).
   std::vector<ShardedTensor> tensors() {
     std::vector<ShardedTensor> out;
-    for (auto [prefix, base] : {std::pair<const char*, float*>{"model/", host(model_.param_buffer(), p_)},
-                                {"optim.m/", host(opt_.m(), m_)},
+    float* p = host(model_.param_buffer(), p_);
+    for (const ParamTensor& t : model_.layout().tensors())
+      out.push_back({"model/" + t.name, t.global_shape, tp_box(t), p + t.offset, t.padded_dim});
+    for (auto [prefix, base] : {std::pair<const char*, float*>{"optim.m/", host(opt_.m(), m_)},
                                 {"optim.v/", host(opt_.v(), v_)}})
-      for (const ParamTensor& t : model_.layout().tensors())
-        out.push_back({prefix + t.name, t.global_shape,
-                       shard_box(t.global_shape, t.shard_dim, model_.tp_rank(), model_.tp_size()),
-                       base + t.offset, t.padded_dim});
+      optimizer_parts(prefix, base, out);
     return out;
   }
   void to_host() {
@@ -135,6 +141,26 @@ class CheckpointState {
   }
 
  private:
+  Box tp_box(const ParamTensor& t) const {
+    return shard_box(t.global_shape, t.shard_dim, model_.tp_rank(), model_.tp_size());
+  }
+  // The optimizer state at `base` (the ranges of opt_, back to back) as boxes of each tensor.
+  void optimizer_parts(const std::string& prefix, float* base, std::vector<ShardedTensor>& out) {
+    size_t state = 0;
+    for (const FlatRange& r : opt_.ranges()) {
+      for (const ParamTensor& t : model_.layout().tensors()) {
+        const size_t b = std::max(r.begin, t.offset), e = std::min(r.end, t.offset + t.numel);
+        if (b >= e) continue;
+        const Box shard = tp_box(t);
+        for (FlatBox fb : flat_range_boxes(t.shape, (int64_t)(b - t.offset), (int64_t)(e - t.offset))) {
+          for (size_t d = 0; d < fb.box.offset.size(); d++) fb.box.offset[d] += shard.offset[d];
+          out.push_back({prefix + t.name, t.global_shape, std::move(fb.box),
+                         base + state + (t.offset + (size_t)fb.first - r.begin), t.padded_dim});
+        }
+      }
+      state += r.size();
+    }
+  }
   float* host(DeviceBuffer& b, std::vector<float>& mirror) { return mirrored_ ? mirror.data() : b.f32(); }
   static TensorView flat(std::vector<float>* h) { return TensorView::f32(h->data(), {(int64_t)h->size()}); }
   std::vector<std::pair<DeviceBuffer*, std::vector<float>*>> pairs() {
@@ -289,10 +315,28 @@ struct StepContext {
   Communicator& dp;
   TensorParallelComm& tp;
   BatchLoader& loader;
+  FlightRecorder* flight;  // null on one rank: a stall watch sees each micro-batch as progress
 };
 struct StepResult {
   float loss, norm, lr;  // mean loss over the global batch (nats), pre-clip gradient norm, LR
+  double comm_exposed_s = 0;  // time the step waited for the DP gradient reduction
 };
+
+// ZeRO-1's global gradient norm: each DP rank holds the mean gradient only in its parts, so the
+// sum of squares is summed over the DP group (each part once) and then over the TP group (TP
+// shards each once, replicated tensors from TP rank 0); clipping scales the parts.
+float clip_zero_grad_norm(StepContext& c, float* grads, float max_norm) {
+  const auto& parts = c.grad_sync.owned();
+  Backend& be = c.model.backend();
+  float sq = (float)grad_sum_squares(c.model.layout(), grads, parts, c.tp.rank() == 0, be);
+  c.dp.all_reduce(&sq, 1, ReduceOp::Sum, "grad_norm.dp");
+  if (c.tp.size() > 1) c.tp.all_reduce_sum(&sq, 1, "grad_norm");
+  const float norm = std::sqrt(sq);
+  if (max_norm > 0.f && norm > max_norm)
+    for (const FlatRange& r : parts)
+      be.scale(TensorView(grads + r.begin, {(int64_t)r.size()}, DType::F32, be.device()), max_norm / norm);
+  return norm;
+}
 
 // One optimizer step: train.global_batch sequences as micro-batches of forward and backward on
 // this rank's slice (gradients accumulated in f32), the DP mean of the gradients and of the
@@ -302,14 +346,20 @@ StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq
   const int G = cfg.train.global_batch, M = cfg.train.micro_batch, T = c.model.config().block_size;
   const int dp = c.dp.size(), accum = G / (M * dp);
   c.model.zero_grad();
+  float* grads = c.model.grad_buffer().f32();  // on the backend's device
   float loss = 0;
   for (int k = 0; k < accum; k++) {
+    if (c.flight) c.flight->note_progress(fmt::format("step {} micro-batch {}/{}", step + 1, k + 1, accum));
     c.loader.batch((uint64_t)step, G, first_seq + k * M, M, inputs.data(), targets.data());
+    if (k == accum - 1) {  // the last backward hands each finished bucket to the DP reduction
+      c.grad_sync.begin(grads);
+      c.model.set_grad_ready_hook([&](size_t offset) { c.grad_sync.ready(offset); });
+    }
     loss += c.model.forward_backward(inputs.data(), targets.data(), M, T, 1.f / (float)accum);
   }
+  c.model.set_grad_ready_hook(nullptr);
+  c.grad_sync.finish();  // grads: the DP mean (with ZeRO-1, in this rank's parts)
   loss /= accum;
-  float* grads = c.model.grad_buffer().f32();  // on the backend's device
-  c.grad_sync.all_reduce_mean(grads, c.model.num_params());
   if (dp > 1) {  // the step's loss is the mean over the whole global batch
     c.dp.all_reduce(&loss, 1, ReduceOp::Sum, "loss.mean");
     loss /= dp;
@@ -317,12 +367,14 @@ StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq
   if (!std::isfinite(loss))
     CR_INPUT_ERROR("training diverged: loss is {} at step {} (lower train.lr = {}?)", loss,
                    step + 1, cfg.train.lr);
-  const float norm =
-      clip_grad_norm(c.model.layout(), grads, cfg.train.grad_clip, &c.tp, c.model.backend());
+  const float norm = c.grad_sync.zero() ? clip_zero_grad_norm(c, grads, cfg.train.grad_clip)
+                                        : clip_grad_norm(c.model.layout(), grads, cfg.train.grad_clip,
+                                                         &c.tp, c.model.backend());
   const float lr =
       lr_at(step, cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr);
   c.opt.step(c.model.param_buffer().f32(), grads, lr);  // marks the bf16 weight copy stale
-  return {loss, norm, lr};
+  c.grad_sync.gather_params(c.model.param_buffer().f32());  // ZeRO-1: every rank's parts
+  return {loss, norm, lr, c.grad_sync.last_exposed_seconds()};
 }
 
 // Fresh weights from train.seed, or Hugging Face weights from train.init_from.
@@ -354,6 +406,26 @@ int stop_status(bool checkpointing, int last_saved, int done, int sig, const std
   return 0;
 }
 
+// parallel.* as the gradient reduction's options. Overlap needs MPI_THREAD_MULTIPLE; an MPI
+// without it runs the same reductions after backward (same results), and says so.
+// drop: the tests' negative control (CR_TEST_DROP_COLLECTIVE): a "grad.bucket K/" prefix skips
+// that bucket's reduction.
+GradientSync::Options gradient_sync_options(const Config& cfg, const ParallelContext& ctx,
+                                            const char* drop) {
+  GradientSync::Options o;
+  o.bucket_bytes = (size_t)(cfg.parallel.bucket_mb * 1024 * 1024);
+  o.zero = cfg.parallel.zero;
+  o.overlap = cfg.parallel.overlap && ctx.grid.dp() > 1;
+  if (drop && std::string(drop).rfind("grad.", 0) == 0) o.drop_label = drop;
+  if (o.overlap && !ctx.thread_multiple) {
+    if (ctx.grid.rank() == 0)
+      log::warn("parallel.overlap: this MPI does not provide MPI_THREAD_MULTIPLE, so the gradient "
+                "reduction runs after backward instead (the results are the same)");
+    o.overlap = false;
+  }
+  return o;
+}
+
 // ---- what a run reports -------------------------------------------------------------------------
 
 void log_run_start(const Config& cfg, const ModelConfig& mc, const RankGrid& grid,
@@ -368,15 +440,18 @@ void log_run_start(const Config& cfg, const ModelConfig& mc, const RankGrid& gri
   log::info("data: {} train tokens ({} windows of {}), {} val tokens; {} tokens/step in {} micro-batches of {} x {}",
             human_count((double)train.tokens()), loader.num_windows(), T,
             human_count((double)val.tokens()), G * T, accum, M, T);
-  log_memory_plan(cfg, mc, grid.tp());
+  log_memory_plan(cfg, mc, grid.tp(), grid.dp());
 }
 
 // After the first step of a multi-rank run: the bytes each rank moved, against the expectation.
-void log_communication(size_t num_params, int dp, uint64_t dp_bytes, uint64_t tp_bytes) {
-  log::info("communication per rank per step: DP all-reduce {:.2f} MB (expected {}: {} local "
+// ZeRO-1 moves the gradients once (reduce-scatter) and the parameters once (all-gather).
+void log_communication(size_t num_params, int dp, int zero, uint64_t dp_bytes, uint64_t tp_bytes) {
+  const int passes = zero ? 2 : 1;
+  log::info("communication per rank per step: DP {} {:.2f} MB (expected {}: {}{} local "
             "parameters x 4 B), TP collectives {:.2f} MB",
-            dp_bytes / 1e6, dp > 1 ? fmt::format("{:.2f} MB", num_params * 4 / 1e6) : "none at dp 1",
-            num_params, tp_bytes / 1e6);
+            zero ? "reduce-scatter + all-gather" : "all-reduce", dp_bytes / 1e6,
+            dp > 1 ? fmt::format("{:.2f} MB", passes * num_params * 4 / 1e6) : "none at dp 1",
+            zero ? "2 x " : "", num_params, tp_bytes / 1e6);
 }
 
 // A finished step: its metrics line, and a progress line every run.log_every steps.
@@ -384,7 +459,8 @@ void report_step(const Config& cfg, int T, int done, const StepResult& r, double
                  double sec_per_step, MetricsLog& metrics, Progress& progress) {
   const double tok_per_s = (double)cfg.train.global_batch * T / secs;
   metrics.write({{"type", "train"}, {"step", done}, {"loss", r.loss}, {"lr", r.lr},
-                 {"grad_norm", r.norm}, {"tokens_per_s", tok_per_s}, {"ms_per_step", secs * 1e3}});
+                 {"grad_norm", r.norm}, {"tokens_per_s", tok_per_s}, {"ms_per_step", secs * 1e3},
+                 {"comm_exposed_ms", r.comm_exposed_s * 1e3}});
   if (done % cfg.run.log_every == 0 || done == cfg.train.max_steps || done == 1) {
     progress.line(fmt::format(
         "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s | {:.1f} ms | ETA {}",
@@ -427,12 +503,14 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   // ---- ranks and groups --------------------------------------------------------------------
   validate_layout(cfg, ctx.world->size());  // on every rank, before any collective
   build_groups(ctx, cfg);
+  const FlightSession flight =  // collectives recorded, stalls watched (flight_recorder.h)
+      attach_flight_recorder(*ctx.world, *ctx.tp, *ctx.dp, cfg.run.dir,
+                             cfg.parallel.flight_records, TestFaultHooks::from_env());
   const RankGrid& grid = ctx.grid;
   const bool rank0 = grid.rank() == 0;
   const char* drop = std::getenv("CR_TEST_DROP_COLLECTIVE");  // negative control only
   CommTensorParallel tp_comm(*ctx.tp, drop ? drop : "");
   Backend& backend = select_backend(cfg, ctx);  // where the model, gradients and AdamW live
-  GradientSync grad_sync(*ctx.dp, (size_t)(cfg.parallel.bucket_mb * 1024 * 1024), backend);
   if (drop) log::warn("test fault: dropping the tensor-parallel collective '{}'", drop);
 
   // ---- data --------------------------------------------------------------------------------
@@ -451,11 +529,14 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
       info && info->val_bytes > 0 ? (double)info->val_bytes / (double)info->val_tokens : 0.0;
 
   // ---- model and optimizer -----------------------------------------------------------------
-  check_memory_plan(cfg, mc, grid.tp(), backend.memory_info());
+  check_memory_plan(cfg, mc, grid.tp(), backend.memory_info(), grid.dp());
   GPT model(mc, &tp_comm, &backend, train_dtype(cfg));
   init_model(model, cfg);
+  GradientSync grad_sync(*ctx.dp, model.grad_ready_offsets(), model.num_params(),
+                         gradient_sync_options(cfg, ctx, drop), backend);
   AdamW opt(model.layout(), {cfg.train.beta1, cfg.train.beta2, cfg.train.eps, cfg.train.weight_decay},
-            backend);
+            backend, grad_sync.owned());
+  if (rank0 && grid.dp() > 1) log::info("{}", grad_sync.describe());
 
   // ---- resume from the latest checkpoint ---------------------------------------------------
   Progress progress(cfg.train.max_steps);
@@ -504,7 +585,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
 
   // ---- the training loop -------------------------------------------------------------------
   std::vector<int32_t> inputs((size_t)M * T), targets((size_t)M * T);
-  StepContext sc{model, opt, grad_sync, *ctx.dp, tp_comm, train_loader};
+  StepContext sc{model, opt, grad_sync, *ctx.dp, tp_comm, train_loader, flight.recorder.get()};
   const auto run_start = Clock::now();
   double train_secs = 0;
   install_stop_handlers();
@@ -527,17 +608,16 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     }
     const auto t0 = Clock::now();
     const uint64_t tp_bytes0 = ctx.tp->bytes_issued(), dp_bytes0 = ctx.dp->bytes_issued();
-    const auto [loss, norm, lr] = train_step(step, cfg, sc, first_seq, inputs, targets);
+    const StepResult result = train_step(step, cfg, sc, first_seq, inputs, targets);
     const double secs = seconds_since(t0);
     train_secs += secs;
 
     const int done = step + 1;
     maybe_kill_at_step(done, grid.rank());
     if (done == start_step + 1 && grid.world() > 1)
-      log_communication(model.num_params(), dp, ctx.dp->bytes_issued() - dp_bytes0,
+      log_communication(model.num_params(), dp, grad_sync.zero(), ctx.dp->bytes_issued() - dp_bytes0,
                         ctx.tp->bytes_issued() - tp_bytes0);
-    report_step(cfg, T, done, {loss, norm, lr}, secs, train_secs / (done - start_step), metrics,
-                progress);
+    report_step(cfg, T, done, result, secs, train_secs / (done - start_step), metrics, progress);
 
     // ---- checkpoint, and stop on a signal or at train.stop_after_step -----------------------
     const int sig = agreed_stop_signal(*ctx.world);  // every rank stops together
@@ -545,7 +625,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
                                   done < cfg.train.max_steps);
     const bool due = (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0) ||
                      done == cfg.train.max_steps || stop;
-    if (checkpointing && due && save_checkpoint(done, lr)) last_saved = done;
+    if (checkpointing && due && save_checkpoint(done, result.lr)) last_saved = done;
     if (stop)
       return stopped_run(done, sig, sig > 0 ? fmt::format("signal {}", strsignal(sig))
                                             : fmt::format("train.stop_after_step = {}",

@@ -319,7 +319,15 @@ void GPT::reduce_tp(TensorView buf, size_t n, const char* what, bool max_op) {
   auto reduce = [&](float* p) {
     max_op ? tp_->all_reduce_max(p, n, what) : tp_->all_reduce_sum(p, n, what);
   };
-  if (v.device == Device::CPU && v.dtype == DType::F32) return reduce(v.f32());
+  if (v.dtype == DType::F32 && (v.device == Device::CPU || tp_->device_memory()))
+    return reduce(v.f32());
+  if (v.device != Device::CPU && tp_->device_memory()) {  // bf16 on the device: widen, reduce
+    if (device_stage_.size() < n) device_stage_ = DeviceBuffer(be_->allocator(), DType::F32, n);
+    const TensorView wide = device_stage_.view(0, n);
+    be_->cast(wide, v);
+    reduce(wide.f32());
+    return be_->cast(v, wide);
+  }
   // Staged: to host f32 (bf16 widened exactly), reduced there, rounded back once.
   reduce(to_host_f32(v));
   from_host_f32(v);

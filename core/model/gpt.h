@@ -285,8 +285,9 @@ class GPT {
   void norm_backward(TensorView dx, const NormWeights& g, TensorView dout, TensorView x,
                      const NormWeights& w, TensorView mean, TensorView rstd, int N);
 
-  // TP all-reduces over the first n elements of buf (sum, or max for max_op). The communicator
-  // works on host f32 memory: device or bf16 buffers are staged through host_stage_.
+  // TP all-reduces over the first n elements of buf (sum, or max for max_op), in f32. A host
+  // communicator (MPI) gets device or bf16 buffers staged through host_stage_; a device one
+  // (NCCL) reduces f32 device buffers in place and bf16 ones widened into device_stage_.
   void reduce_tp(TensorView buf, size_t n, const char* what, bool max_op = false);
   // v copied into host_stage_ as f32 (widened from bf16), and back from it (rounded to bf16 once).
   float* to_host_f32(const TensorView& v);
@@ -309,6 +310,7 @@ class GPT {
   std::vector<float> losses_;      // [B,T] per-position losses of the last forward, host
   std::vector<float> host_stage_;  // TP collectives and decode logits staged through the host
   std::vector<uint16_t> host_stage16_;
+  DeviceBuffer device_stage_;  // bf16 activations widened to f32 for a device communicator
   int chunk_rows_override_ = 0;
   PassTiming timing_;
   GradReadyHook grad_ready_;

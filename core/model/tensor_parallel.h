@@ -14,6 +14,9 @@ class TensorParallelComm {
   virtual ~TensorParallelComm() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // True when buffers may be in device memory (NCCL); otherwise the model stages device
+  // buffers through host memory.
+  virtual bool device_memory() const { return false; }
   virtual void all_reduce_sum(float* buf, size_t n, const char* what) = 0;
   virtual void all_reduce_max(float* buf, size_t n, const char* what) = 0;
   // recv[size()*n] = every rank's send[n], in rank order.

@@ -11,7 +11,15 @@
 //      reports the sequence number, op, bytes and group (and the ranks still missing, if known)
 //      and the fault handler ends the job. It never hangs. Tests replace the handler to observe
 //      the report instead of aborting.
+//   4. Flight recorder (flight_recorder.h): every implementation numbers a collective with
+//      next() right before handing it to its library (that records "started"), calls
+//      completed(info) once when the collective is known to be complete (from whichever thread
+//      finds out: Work::wait, a watcher thread), and reports a timeout or error through fail().
+//      Nothing else is needed: next/completed/fail forward to the recorder when one is attached.
+//      A communicator made by splitting another adopts its settings (adopt_settings).
 #pragma once
+
+#include <atomic>
 
 #include <chrono>
 #include <cstddef>
@@ -36,6 +44,32 @@ struct CollectiveInfo {
 // What happens when a collective times out or fails. The default reports on stderr and aborts
 // the whole job; it must not return normally (tests install one that throws).
 using FaultHandler = std::function<void(const CollectiveInfo&, const std::string& why)>;
+
+class FlightRecorder;
+
+// Test-only fault injection (tests/dist/fault_hang.sh, desync.sh), read from the environment in
+// one place (from_env) and handed to the communicators as an object (DESIGN convention 17).
+// A hooked rank sleeps forever inside next(), before the collective is recorded or issued: to its
+// peers and to the flight recorder it looks exactly like a rank stuck in compute.
+//   CR_TEST_HANG_RANK=r  the world rank that hangs, and either
+//   CR_TEST_HANG_AT=s    before collective #s of any of its communicators, or
+//   CR_TEST_HANG_LABEL=p (CR_TEST_HANG_COUNT=k, default 1) before the k-th collective whose
+//                        label starts with p ("attn.proj.fwd", "grad.bucket", "ckpt.save").
+class TestFaultHooks {
+ public:
+  int hang_rank = -1;
+  uint64_t hang_at = 0;  // 0: not by number
+  std::string hang_label;  // "": not by label
+  int hang_count = 1;
+
+  // Null when no hook is set (the normal case).
+  static std::shared_ptr<TestFaultHooks> from_env();
+  // Counts label matches (shared by every communicator of the rank): call once per collective.
+  bool should_hang(int world_rank, const CollectiveInfo& c);
+
+ private:
+  std::atomic<int> label_matches_{0};
+};
 
 class Work {
  public:
@@ -87,14 +121,25 @@ class Communicator {
   void set_timeout(std::chrono::milliseconds t) { timeout_ = t; }
   std::chrono::milliseconds timeout() const { return timeout_; }
   void set_fault_handler(FaultHandler h) { fault_ = std::move(h); }
+  // Every collective of this communicator is recorded there (null: none). Shared by the
+  // communicators of one rank; see flight_recorder.h.
+  void set_recorder(std::shared_ptr<FlightRecorder> r) { recorder_ = std::move(r); }
+  const std::shared_ptr<FlightRecorder>& recorder() const { return recorder_; }
+  void set_test_hooks(std::shared_ptr<TestFaultHooks> h) { hooks_ = std::move(h); }
+  // What a communicator split from `parent` keeps: timeout, fault handler, recorder, test hooks.
+  void adopt_settings(const Communicator& parent);
   // Bytes moved by collectives issued so far (payload per rank), for the per-step report.
   uint64_t bytes_issued() const { return bytes_issued_; }
 
  protected:
-  // Numbers the next collective. Also the test-only fault hook: with CR_TEST_HANG_RANK=r and
-  // CR_TEST_HANG_AT=s in the environment, world rank r stops forever before collective #s.
+  // Numbers the next collective and records it as started (contract 4); call it right before
+  // handing the collective to the library. A test hook (TestFaultHooks) may stop here forever.
   CollectiveInfo next(const char* op, size_t bytes, const char* label);
+  // Records that `c` completed (contract 4). Cheap; safe from any thread.
+  void completed(const CollectiveInfo& c) const;
   // Reports a failed collective and ends the job (through the fault handler when one is set).
+  // With a recorder: records the failure, writes this rank's flight record and waits (bounded)
+  // for the job's desync diagnosis before taking the job down.
   [[noreturn]] void fail(const CollectiveInfo& c, const std::string& why) const;
   // Takes every rank of the job down; never returns.
   [[noreturn]] virtual void abort_job() const;
@@ -103,8 +148,11 @@ class Communicator {
   FaultHandler fault_;
 
  private:
-  uint64_t seq_ = 0;
-  uint64_t bytes_issued_ = 0;
+  // Atomic: with parallel.overlap a communication thread issues collectives too.
+  std::atomic<uint64_t> seq_{0};
+  std::atomic<uint64_t> bytes_issued_{0};
+  std::shared_ptr<FlightRecorder> recorder_;
+  std::shared_ptr<TestFaultHooks> hooks_;
 };
 
 // One rank, no peers: every collective is a copy or nothing. Lets the same code run anywhere.

@@ -1,3 +1,5 @@
+// The MPI Communicator (see mpi_communicator.h): non-blocking MPI collectives polled against the
+// deadline, each reported to the flight recorder as started / completed / failed.
 #include "parallel/comm/mpi_communicator.h"
 
 #include <chrono>
@@ -7,6 +9,7 @@
 #include <fmt/ranges.h>
 
 #include "core/common/error.h"
+#include "parallel/comm/flight_recorder.h"
 
 namespace cr {
 
@@ -45,7 +48,10 @@ class MpiWork final : public Work {
     int done = 0;
     for (int spins = 0;; spins++) {
       CR_MPI_CHECK(MPI_Test(&req_, &done, MPI_STATUS_IGNORE));
-      if (done) return;
+      if (done) {
+        comm_.completed(info_);  // the flight recorder's "completed" (contract 4)
+        return;
+      }
       if (Clock::now() > deadline)
         comm_.fail(info_, fmt::format("did not complete within parallel.timeout_s = {} s",
                                       comm_.timeout().count() / 1000.0));
@@ -94,7 +100,8 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(int color, const std::st
   MPI_Comm sub;
   CR_MPI_CHECK(MPI_Comm_split(comm_, color, rank_, &sub));
   auto c = std::unique_ptr<MpiCommunicator>(new MpiCommunicator(sub, label, true));
-  c->set_timeout(timeout());
+  c->adopt_settings(*this);  // timeout, fault handler, flight recorder, test hooks
+  if (c->recorder()) c->recorder()->add_group(c->name());
   return c;
 }
 
@@ -151,8 +158,10 @@ std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mi
   int len = (int)mine.size();
   std::vector<int> lens(size_);
   MPI_Request req;
+  // next() before each MPI call: the flight recorder's "started" means handed to MPI.
+  auto info = next("all_gather_bytes(lengths)", sizeof(int) * size_, label);
   CR_MPI_CHECK(MPI_Iallgather(&len, 1, MPI_INT, lens.data(), 1, MPI_INT, comm_, &req));
-  MpiWork(*this, next("all_gather_bytes(lengths)", sizeof(int) * size_, label), req).wait();
+  MpiWork(*this, std::move(info), req).wait();
   std::vector<int> displs(size_);
   int total = 0;
   for (int r = 0; r < size_; r++) {
@@ -160,9 +169,10 @@ std::vector<std::string> MpiCommunicator::all_gather_bytes(const std::string& mi
     total += lens[r];
   }
   std::string all((size_t)total, '\0');
+  info = next("all_gather_bytes", (size_t)total, label);
   CR_MPI_CHECK(MPI_Iallgatherv(mine.data(), len, MPI_BYTE, all.data(), lens.data(), displs.data(),
                                MPI_BYTE, comm_, &req));
-  MpiWork(*this, next("all_gather_bytes", (size_t)total, label), req).wait();
+  MpiWork(*this, std::move(info), req).wait();
   std::vector<std::string> out(size_);
   for (int r = 0; r < size_; r++) out[r] = all.substr((size_t)displs[r], (size_t)lens[r]);
   return out;
