@@ -111,8 +111,9 @@ int main(int argc, char** argv) {
     if (*p) return cr::run_prepare(prep);
     if (*l) return cr::run_launch(la);
     if (*t) {
-      cr::init_processes(ctx);
-      const int rc = cr::run_train(cr::load_config(config_path, overrides), ctx);
+      const cr::Config cfg = cr::load_config(config_path, overrides);
+      cr::init_processes(ctx, cfg);  // parallel.bootstrap: MPI, or file:DIR without it
+      const int rc = cr::run_train(cfg, ctx);
       ctx = cr::ParallelContext{};  // communicators go before MPI does
       cr::finalize_processes();
       return rc;

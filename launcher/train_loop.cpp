@@ -300,7 +300,7 @@ Backend& select_backend(const Config& cfg, const ParallelContext& ctx) {
   if (device == "cpu") return cpu_backend();
   const int gpus = cuda_device_count();
   Backend& be = cuda_backend(gpus > 0 ? ctx.local_rank % gpus : 0);  // throws, named, if none
-  if (ctx.grid.rank() == 0)
+  if (ctx.world->rank() == 0)  // before build_groups: the grid is not set yet
     log::info("device: cuda, {} GPU(s) visible per node, {} rank(s) per node{}", gpus,
               ctx.local_size, ctx.local_size > gpus ? " (ranks share GPUs)" : "");
   return be;
@@ -502,7 +502,8 @@ void export_final_model(const GPT& model, const std::string& dir, bool rank0) {
 int run_train(const Config& cfg, ParallelContext& ctx) {
   // ---- ranks and groups --------------------------------------------------------------------
   validate_layout(cfg, ctx.world->size());  // on every rank, before any collective
-  build_groups(ctx, cfg);
+  Backend& backend = select_backend(cfg, ctx);  // where the model, gradients and AdamW live
+  build_groups(ctx, cfg, backend);  // NCCL groups (CUDA, one GPU per rank) follow its stream
   const FlightSession flight =  // collectives recorded, stalls watched (flight_recorder.h)
       attach_flight_recorder(*ctx.world, *ctx.tp, *ctx.dp, cfg.run.dir,
                              cfg.parallel.flight_records, TestFaultHooks::from_env());
@@ -510,7 +511,6 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   const bool rank0 = grid.rank() == 0;
   const char* drop = std::getenv("CR_TEST_DROP_COLLECTIVE");  // negative control only
   CommTensorParallel tp_comm(*ctx.tp, drop ? drop : "");
-  Backend& backend = select_backend(cfg, ctx);  // where the model, gradients and AdamW live
   if (drop) log::warn("test fault: dropping the tensor-parallel collective '{}'", drop);
 
   // ---- data --------------------------------------------------------------------------------

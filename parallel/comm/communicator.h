@@ -85,6 +85,9 @@ class Communicator {
   virtual int size() const = 0;
   // The group's name for reports, e.g. "world[0..7]", "tp[4,5,6,7]".
   virtual std::string name() const = 0;
+  // Whether the buffers of float collectives may be device memory, reduced in place (NCCL).
+  // False: host memory only (MPI), so callers stage device buffers through the host.
+  virtual bool device_memory() const { return false; }
 
   // `label` says what each collective is for ("attn.proj.fwd", "grad bucket 3/12"): reports and
   // the flight recorder name it. Never null ("" when there is nothing to say).

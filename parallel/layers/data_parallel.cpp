@@ -107,11 +107,16 @@ class CommThread {
 };
 
 // ---- GradientSync ------------------------------------------------------------------------------
+//
+// Where the collectives run: on the host (CPU backend; or a GPU backend with the MPI communicator,
+// buckets staged through host_), or on the device (a GPU backend with a communicator that takes
+// device memory, NCCL: in place, asynchronous on its own stream, so overlap needs no thread).
 
 GradientSync::GradientSync(Communicator& dp, const std::vector<size_t>& ready, size_t total,
                            Options opt, Backend& backend)
     : dp_(dp), opt_(opt), be_(backend), total_(total) {
   CR_CHECK(opt.zero == 0 || opt.zero == 1, "ZeRO stage {} (expected 0 or 1)", opt.zero);
+  on_device_ = be_.device() != Device::CPU && dp.device_memory();
   buckets_ = plan_buckets(ready, total, std::max<size_t>(1, opt.bucket_bytes / sizeof(float)));
   if (opt.zero == 0 || dp.size() == 1) {
     owned_ = {{0, total}};
@@ -123,25 +128,36 @@ GradientSync::GradientSync(Communicator& dp, const std::vector<size_t>& ready, s
   }
   for (size_t k = 0; k < buckets_.size(); k++)
     labels_.push_back(fmt::format("grad.bucket {}/{}", k + 1, buckets_.size()));
-  if (opt.overlap && dp.size() > 1) thread_ = std::make_unique<CommThread>();
+  if (opt.overlap && dp.size() > 1 && !on_device_) thread_ = std::make_unique<CommThread>();
+  overlapped_ = opt.overlap && dp.size() > 1;
 }
 
 GradientSync::~GradientSync() = default;
 
-float* GradientSync::host(float* p) {
-  if (be_.device() == Device::CPU) return p;
-  host_.resize(total_);
-  return host_.data();
+TensorView GradientSync::coll(float* p, size_t n) const {
+  return TensorView(p, {(int64_t)n}, DType::F32, on_device_ ? be_.device() : Device::CPU);
+}
+void GradientSync::copy(float* dst, const float* src, size_t n) {
+  if (!on_device_) return (void)std::memcpy(dst, src, n * sizeof(float));
+  be_.copy(coll(dst, n), coll(const_cast<float*>(src), n));
+}
+DeviceBuffer& GradientSync::scratch(DeviceBuffer& b, size_t n) {
+  if (b.size() < n) b = DeviceBuffer(on_device_ ? be_.allocator() : cpu_backend().allocator(), DType::F32, n);
+  return b;
 }
 
 void GradientSync::begin(float* grads) {
   grads_ = grads;
-  buf_ = host(grads);
+  buf_ = grads;
+  if (be_.device() != Device::CPU && !on_device_) {  // staged through host memory
+    host_.resize(total_);
+    buf_ = host_.data();
+  }
   launched_ = 0;
 }
 
 void GradientSync::ready(size_t offset) {
-  if (!thread_ || !grads_) return;  // without overlap, finish() reduces every bucket in order
+  if (!overlapped_ || !grads_) return;  // without overlap, finish() reduces every bucket in order
   while (launched_ < buckets_.size() && buckets_[launched_].begin >= offset) launch(launched_++);
 }
 
@@ -157,27 +173,36 @@ void GradientSync::launch(size_t k) {
 }
 
 // Bucket k's collective on buf_: all-reduce(sum) in place (zero 0); reduce-scatter(sum) of the
-// bucket padded to dp equal parts, this rank's part written back in place (zero 1).
+// bucket padded to dp equal parts (zero 1), this rank's part landing in recv_[k] (device: each
+// bucket its own, several are in flight) and copied into place in finish().
 void GradientSync::reduce(size_t k) {
   const FlatRange& b = buckets_[k];
   const char* label = labels_[k].c_str();
   if (!opt_.drop_label.empty() && labels_[k].rfind(opt_.drop_label, 0) == 0) return;
-  if (opt_.zero == 0) {
-    dp_.all_reduce(buf_ + b.begin, b.size(), ReduceOp::Sum, label);
-    return;
-  }
+  auto issue = [&](std::unique_ptr<Work> w) {
+    if (on_device_) pending_.push_back(std::move(w));
+    else w->wait();
+  };
+  if (opt_.zero == 0) return issue(dp_.all_reduce_async(buf_ + b.begin, b.size(), ReduceOp::Sum, label));
   const int dp = dp_.size();
   const size_t c = (b.size() + (size_t)dp - 1) / (size_t)dp;
   const float* send = buf_ + b.begin;
   if (c * (size_t)dp != b.size()) {  // pad: every rank sends dp parts of c floats
-    send_.assign(c * (size_t)dp, 0.f);
-    std::memcpy(send_.data(), buf_ + b.begin, b.size() * sizeof(float));
-    send = send_.data();
+    DeviceBuffer& pad = scratch(on_device_ ? pad_[k] : pad_[0], c * (size_t)dp);
+    pad.zero();
+    copy(pad.f32(), buf_ + b.begin, b.size());
+    send = pad.f32();
   }
-  recv_.resize(c);
-  dp_.reduce_scatter(send, recv_.data(), c, ReduceOp::Sum, label);
-  const FlatRange mine = owned_part(b, dp_.rank(), dp);
-  std::memcpy(buf_ + mine.begin, recv_.data(), mine.size() * sizeof(float));
+  float* recv = scratch(on_device_ ? recv_[k] : recv_[0], c).f32();
+  issue(dp_.reduce_scatter_async(send, recv, c, ReduceOp::Sum, label));
+  if (!on_device_) place(k);
+}
+
+// ZeRO: bucket k's reduced part, from recv_ into its place in buf_.
+void GradientSync::place(size_t k) {
+  if (!opt_.drop_label.empty() && labels_[k].rfind(opt_.drop_label, 0) == 0) return;
+  const FlatRange mine = owned_part(buckets_[k], dp_.rank(), dp_.size());
+  copy(buf_ + mine.begin, recv_[on_device_ ? k : 0].f32(), mine.size());
 }
 
 void GradientSync::finish() {
@@ -186,6 +211,10 @@ void GradientSync::finish() {
   if (dp_.size() > 1) {
     while (launched_ < buckets_.size()) launch(launched_++);
     if (thread_) thread_->drain();
+    for (auto& w : pending_) w->wait();
+    pending_.clear();
+    if (on_device_ && opt_.zero == 1)
+      for (size_t k = 0; k < buckets_.size(); k++) place(k);
     const float inv = 1.f / (float)dp_.size();
     for (const FlatRange& r : owned_) {  // host -> device, then the mean (device-side scale)
       const TensorView dev(grads_ + r.begin, {(int64_t)r.size()}, DType::F32, be_.device());
@@ -202,8 +231,9 @@ std::string GradientSync::describe() const {
   for (const auto& b : buckets_) largest = std::max(largest, b.size());
   std::string s = fmt::format("gradient reduction over dp {}: {} bucket(s) of up to {:.2f} MB, {}",
                               dp_.size(), buckets_.size(), largest * 4 / 1e6,
-                              thread_ ? "overlapped with backward on a communication thread"
-                                      : "after backward");
+                              !overlapped_ ? "after backward"
+                              : thread_    ? "overlapped with backward on a communication thread"
+                                           : "overlapped with backward on the communicator's stream");
   if (opt_.zero == 1 && dp_.size() > 1) {
     size_t mine = 0;
     for (const auto& r : owned_) mine += r.size();
@@ -221,25 +251,27 @@ void GradientSync::all_reduce_mean(float* grads) {
 
 void GradientSync::gather_params(float* params) {
   if (opt_.zero == 0 || dp_.size() == 1) return;
-  const bool staged = be_.device() != Device::CPU;
+  // Host staging (a GPU backend with MPI): this rank's part down, every part back up.
+  const bool staged = be_.device() != Device::CPU && !on_device_;
   const int dp = dp_.size();
-  auto dev = [&](const FlatRange& r) {
-    return TensorView(params + r.begin, {(int64_t)r.size()}, DType::F32, be_.device());
+  auto dev = [&](size_t at, size_t n) {
+    return TensorView(params + at, {(int64_t)n}, DType::F32, be_.device());
   };
   for (size_t k = 0; k < buckets_.size(); k++) {
     const FlatRange& b = buckets_[k];
     const FlatRange mine = owned_part(b, dp_.rank(), dp);
     const size_t c = (b.size() + (size_t)dp - 1) / (size_t)dp;
-    send_.assign(c, 0.f);
+    DeviceBuffer& send = scratch(gather_send_, c);
+    DeviceBuffer& recv = scratch(gather_recv_, c * (size_t)dp);
+    send.zero();
     if (mine.size() > 0) {
-      if (staged) be_.copy(TensorView::f32(send_.data(), {(int64_t)mine.size()}), dev(mine));
-      else std::memcpy(send_.data(), params + mine.begin, mine.size() * sizeof(float));
+      if (staged) be_.copy(coll(send.f32(), mine.size()), dev(mine.begin, mine.size()));
+      else copy(send.f32(), params + mine.begin, mine.size());
     }
-    recv_.resize(c * (size_t)dp);
     const std::string label = fmt::format("param.gather {}/{}", k + 1, buckets_.size());
-    dp_.all_gather(send_.data(), recv_.data(), c, label.c_str());
-    if (staged) be_.copy(dev(b), TensorView::f32(recv_.data(), {(int64_t)b.size()}));
-    else std::memcpy(params + b.begin, recv_.data(), b.size() * sizeof(float));
+    dp_.all_gather(send.f32(), recv.f32(), c, label.c_str());
+    if (staged) be_.copy(dev(b.begin, b.size()), coll(recv.f32(), b.size()));
+    else copy(params + b.begin, recv.f32(), b.size());
   }
 }
 

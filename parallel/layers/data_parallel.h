@@ -21,11 +21,14 @@
 // of parameters is all-gathered. With TP, all of this happens inside each TP rank's local
 // parameters: the DP group of a TP rank shares its layout.
 //
-// On a GPU backend the buffers are staged through host memory (the MPI communicator reads host
-// memory): a bucket is copied to the host when backward completes it, and back when reduced.
+// On a GPU backend with the MPI communicator the buckets are staged through host memory: copied
+// to the host when backward completes them, and back when reduced. With a communicator that
+// takes device memory (NCCL) they are reduced in place, asynchronously on its stream, ordered
+// after the backward kernels that produced them (communicator's events), so no thread is needed.
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,7 +52,7 @@ class GradientSync {
  public:
   struct Options {
     size_t bucket_bytes = size_t(25) << 20;
-    bool overlap = false;
+    bool overlap = false;  // launch buckets from backward
     int zero = 0;  // 0 or 1
     // The negative control of the tests: bucket reductions whose label starts with this are
     // skipped (their gradients stay local); empty in every real run.
@@ -83,21 +86,31 @@ class GradientSync {
   double last_exposed_seconds() const { return exposed_s_; }
 
  private:
-  void launch(size_t k);        // bucket k: stage to host, then reduce (now or on the thread)
-  void reduce(size_t k);        // bucket k's collective, on the host buffer
-  float* host(float* dev_or_host);
+  void launch(size_t k);  // bucket k: stage to host, then reduce (now, on the thread, or queued)
+  void reduce(size_t k);  // bucket k's collective on buf_
+  void place(size_t k);   // ZeRO: bucket k's reduced part into buf_
+  // Buffers where the collectives run (the device with NCCL, else the host).
+  TensorView coll(float* p, size_t n) const;
+  void copy(float* dst, const float* src, size_t n);
+  DeviceBuffer& scratch(DeviceBuffer& b, size_t n);  // grown to n floats
 
   Communicator& dp_;
   Options opt_;
   Backend& be_;
   size_t total_;
+  bool on_device_ = false;   // collectives on device buffers (NCCL)
+  bool overlapped_ = false;  // buckets launched from backward (thread_ on the host)
   std::vector<FlatRange> buckets_, owned_;
-  std::unique_ptr<CommThread> thread_;  // overlap only
+  std::unique_ptr<CommThread> thread_;  // overlap on the host only
   float* grads_ = nullptr;              // the step's buffer (begin .. finish)
   float* buf_ = nullptr;                // where the collectives run: grads_, or host_ when staged
   size_t launched_ = 0;
   std::vector<float> host_;             // staging for a device buffer
-  std::vector<float> send_, recv_;      // ZeRO: a bucket padded to dp parts, one part
+  std::vector<std::unique_ptr<Work>> pending_;  // device: collectives in flight
+  // ZeRO scratch: a bucket padded to dp parts, this rank's reduced part (per bucket on the
+  // device, where several are in flight; one reused on the host), the gather's two sides.
+  std::map<size_t, DeviceBuffer> pad_, recv_;
+  DeviceBuffer gather_send_, gather_recv_;
   std::vector<std::string> labels_;
   double exposed_s_ = 0;
 };

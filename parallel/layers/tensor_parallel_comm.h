@@ -19,6 +19,7 @@ class CommTensorParallel final : public TensorParallelComm {
       : comm_(comm), drop_(std::move(drop_label)) {}
   int rank() const override { return comm_.rank(); }
   int size() const override { return comm_.size(); }
+  bool device_memory() const override { return comm_.device_memory(); }
   void all_reduce_sum(float* buf, size_t n, const char* what) override {
     if (!dropped(what)) comm_.all_reduce(buf, n, ReduceOp::Sum, what);
   }

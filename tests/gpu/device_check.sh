@@ -11,6 +11,11 @@
 #                cuDNN attention against our kernel
 #        smoke   smoke.sh: 20 steps GPU vs CPU, gpt2 and llama, fp32 and bf16
 #        parity  parity.sh: 2 and 4 ranks sharing the GPU, (tp,dp) = (2,1) (1,2) (2,2), vs 1 rank
+#        nccl    test_nccl: the NCCL communicator on device buffers against closed forms, its
+#                host staging, and its watchdog (a rank that never joins; a stalled stream)
+#        nccl_np2  test_nccl under mpirun -np 2: NCCL on the world with a GPU per rank (then a
+#                rank that never issues a collective), else NCCL's refusal of two ranks on one
+#                GPU reported and the MPI path (device buffers staged through the host) checked
 #        ours    bench/gpu/bench_ours.py: our trainer, GPT-2 124M and Llama ~124M, bf16, T=1024
 #        torch   bench/gpu/torch_baseline.py: the same models with torch.compile
 #   4. prints ONE table: each op's max error, the smoke loss gaps, the parity gaps, tokens/s and
@@ -138,6 +143,12 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 run_step ops 60 "$B/bin/test_gpu_ops"
 run_step smoke 90 bash "$B/tests/gpu/smoke.sh" "$B/bin/chainrule" "$B"
 run_step parity 80 bash "$B/tests/gpu/parity.sh" "$B/bin/chainrule" "$B" 1e-5 2e-4 2,1 1,2 2,2
+# About 10 s each (two watchdog timeouts of 2-3 s, NCCL init); the torch step, last, absorbs any
+# squeeze on the deadline.
+run_step nccl 25 "$B/bin/test_nccl"
+run_step nccl_np2 35 env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+  OMPI_MCA_rmaps_base_oversubscribe=1 "$B/bin/mpirun" -np 2 --bind-to none -x LD_LIBRARY_PATH \
+  "$B/bin/test_nccl"
 run_step ours 70 "$PY" "$B/bench/gpu/bench_ours.py" --chainrule "$B/bin/chainrule" --steps 6 --warmup 3 \
   --workdir "$WORK/bench"
 run_step torch 160 "$PY" "$B/bench/gpu/torch_baseline.py" --steps 6 --warmup 3
@@ -172,6 +183,11 @@ if gaps:
     print(f"  {'run':<34} {'loss gap':>9} {'tol':>6} {'weight gap':>11} {'tol':>6}  result")
     for g in gaps:
         print(f"  {g['label']:<34} {g['loss_gap']:>9} {g['loss_tol']:>6} {g['weight_gap']:>11} {g['weight_tol']:>6}  {g['result']}")
+nccl = lines("nccl", "NCCLCHECK") + lines("nccl_np2", "NCCLCHECK")
+if nccl:
+    print("\nNCCL communicator (test_nccl; np2 = under mpirun -np 2):")
+    for n in nccl:
+        print(f"  {n.get('check', '?'):<32} rank {n.get('rank', '?'):<3} {n.get('result', '?'):<5} {n.get('detail', '')[:60]}")
 bench = {(b.get("impl"), b.get("model")): b for b in lines("ours", "BENCH") + lines("torch", "BENCH")}
 if bench:
     dev = next((b.get("device") for b in bench.values() if b.get("device")), "?")

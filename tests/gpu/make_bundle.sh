@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs chainrule for a bare GPU machine (CUDA driver, PyTorch's CUDA wheels, no apt, no network,
 # at most 64 MiB carried): one compressed archive holding
-#   bin/      chainrule, test_gpu_ops (RUNPATH $ORIGIN/../lib), mpirun/orterun/orted wrappers
+#   bin/      chainrule, test_gpu_ops, test_nccl (RUNPATH $ORIGIN/../lib), mpirun/orterun/orted wrappers
 #   lib/      the non-CUDA shared libraries they need (the ldd closure minus glibc and minus the
 #             CUDA libraries, which the GPU machine takes from PyTorch's site-packages):
 #             protobuf, yaml-cpp, fmt, OpenBLAS, oneDNN, gomp, libstdc++, Open MPI, PMIx...
@@ -45,9 +45,9 @@ fi
 # ---- build -------------------------------------------------------------------------------------
 if [[ $build -eq 1 ]]; then
   [[ -f $BUILD_DIR/CMakeCache.txt ]] || cmake -S "$SRC" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
-  cmake --build "$BUILD_DIR" -j2 --target chainrule test_gpu_ops
+  cmake --build "$BUILD_DIR" -j2 --target chainrule test_gpu_ops test_nccl
 fi
-for b in chainrule test_gpu_ops; do
+for b in chainrule test_gpu_ops test_nccl; do
   [[ -x $BUILD_DIR/bin/$b ]] || die "no $BUILD_DIR/bin/$b (build it, or drop --no-build)"
 done
 has_cuda() { grep -q '/cr_cuda\.dir$' "$BUILD_DIR/CMakeFiles/TargetDirectories.txt" 2>/dev/null; }
@@ -59,7 +59,7 @@ fi
 STAGE=$OUT_DIR/stage/$NAME
 rm -rf "$OUT_DIR/stage"
 mkdir -p "$STAGE"/{bin,libexec,lib/openmpi,lib/pmix,share,etc,tests/cli,tests/dist,tests/gpu,bench/gpu,configs}
-cp "$BUILD_DIR/bin/chainrule" "$BUILD_DIR/bin/test_gpu_ops" "$STAGE/bin/"
+cp "$BUILD_DIR/bin/chainrule" "$BUILD_DIR/bin/test_gpu_ops" "$BUILD_DIR/bin/test_nccl" "$STAGE/bin/"
 # Open MPI 4.1 (Debian): orterun is mpirun; orted starts ranks on other nodes (kept for
 # completeness); their wrappers in bin/ set the relocation variables.
 ORTERUN=$(readlink -f "$(command -v orterun)")
@@ -145,7 +145,7 @@ cp "$SRC"/tests/gpu/{lib.sh,gaps.py,smoke.sh,parity.sh,smoke_gpt2.yaml,smoke_lla
 cp "$SRC"/tests/gpu/device_check.sh "$STAGE/"
 cp "$SRC"/bench/gpu/*.py "$STAGE/bench/gpu/"
 cp "$SRC"/configs/*.yaml "$STAGE/configs/"
-glibc_need=$(objdump -T "$STAGE"/bin/chainrule "$STAGE"/bin/test_gpu_ops "$STAGE"/libexec/* "$STAGE"/lib/*.so* 2>/dev/null |
+glibc_need=$(objdump -T "$STAGE"/bin/chainrule "$STAGE"/bin/test_gpu_ops "$STAGE"/bin/test_nccl "$STAGE"/libexec/* "$STAGE"/lib/*.so* 2>/dev/null |
   grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1)
 {
   echo "chainrule GPU bundle"
@@ -195,6 +195,10 @@ rc=0
 [[ $rc -eq 77 ]] || { echo "test_gpu_ops exited $rc, expected 77 (skipped: no GPU)"; exit 1; }
 ok "test_gpu_ops exits 77 (no GPU)"
 rc=0
+"${E[@]}" "$B/bin/test_nccl" || rc=$?
+[[ $rc -eq 77 ]] || { echo "test_nccl exited $rc, expected 77 (skipped: no GPU)"; exit 1; }
+ok "test_nccl exits 77 (no GPU)"
+rc=0
 "${E[@]}" PATH=/usr/bin:/bin "$B/device_check.sh" --unpacked "$B" >device_check.log 2>&1 || rc=$?
 tail -n 30 device_check.log
 [[ $rc -eq 0 ]] && grep -q 'no GPU' device_check.log || { echo "device_check.sh dry run: exit $rc"; exit 1; }
@@ -217,7 +221,7 @@ else
 fi
 # Which libraries do the bundled binaries load? Every one but glibc's and the CUDA libraries (the
 # GPU machine's) must come from the bundle.
-leaks=$(for b in chainrule test_gpu_ops; do
+leaks=$(for b in chainrule test_gpu_ops test_nccl; do
   env -i LD_TRACE_LOADED_OBJECTS=1 "$CHECK/$NAME/bin/$b" 2>/dev/null | awk '/=> \// {print $1, $3}'
 done | while read -r soname path; do
   skip_lib "$soname" || [[ $path == "$CHECK/$NAME/"* ]] || echo "$path"
