@@ -39,8 +39,10 @@ int run_ckpt_inspect(const CkptOptions& opt) {
   const proto::Manifest m = read_manifest((fs::path(ckpt) / kManifestFile).string());
   const auto& lay = m.saved_layout();
   fmt::print("checkpoint {} (manifest format {})\n", ckpt, m.format_version());
-  fmt::print("  step {}, {} tokens seen; saved at tensor {} x data {} ({} ranks), {}\n", m.step(),
-             m.tokens_seen(), lay.tensor(), lay.data(), lay.world(), utc(m.created_unix_s()));
+  fmt::print("  step {}, {} tokens seen; saved at tensor {} x data {} ({} ranks){}, {}\n", m.step(),
+             m.tokens_seen(), lay.tensor(), lay.data(), lay.world(),
+             lay.zero() ? fmt::format(", ZeRO-{} optimizer parts", lay.zero()) : "",
+             utc(m.created_unix_s()));
   fmt::print("  model: {} (config hash {:016x})\n", describe(from_proto(m.model())),
              m.model_config_hash());
   const auto& o = m.optimizer();

@@ -238,6 +238,14 @@ void build_groups(ParallelContext& ctx, const Config& cfg, Backend& backend) {
 
 // ---- shutdown ------------------------------------------------------------------------------------
 
+void release_groups(ParallelContext& ctx) {
+  ctx.dp.reset();
+  ctx.tp.reset();
+  ctx.world.reset();
+  ctx.nccl_world.reset();
+  ctx.nccl.reset();
+}
+
 void abort_processes(int code) {
   int init = 0, fin = 0;
   MPI_Initialized(&init);

@@ -51,6 +51,8 @@ void init_processes(ParallelContext& ctx, const Config& cfg);
 // group on MPI (as for a CPU backend).
 void build_groups(ParallelContext& ctx, const Config& cfg, Backend& backend);
 void build_groups(ParallelContext& ctx, const Config& cfg);
+// Destroys the communicators, split groups before the ones they were split from (NCCL).
+void release_groups(ParallelContext& ctx);
 // Ends the job from any rank after an error that may not have reached the others.
 [[noreturn]] void abort_processes(int code);
 void finalize_processes();

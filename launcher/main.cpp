@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
       const cr::Config cfg = cr::load_config(config_path, overrides);
       cr::init_processes(ctx, cfg);  // parallel.bootstrap: MPI, or file:DIR without it
       const int rc = cr::run_train(cfg, ctx);
-      ctx = cr::ParallelContext{};  // communicators go before MPI does
+      cr::release_groups(ctx);  // communicators go before MPI does, children before parents
       cr::finalize_processes();
       return rc;
     }

@@ -3,8 +3,10 @@
 //   ranks and groups (RankGrid, TP and DP communicators)
 //   -> data (this DP rank's slice of the global batch) -> model shard (this TP rank's slice of
 //   every layer) forward/backward over micro-batches, TP collectives inside
-//   -> DP gradient all-reduce (bucketed, averaged once) -> global gradient norm + clipping
-//   -> AdamW on the shard at the scheduled learning rate
+//   -> DP gradient reduction (buckets handed over as backward finishes them, reduced while it goes
+//   on; averaged once) -> global gradient norm + clipping -> AdamW on the shard at the scheduled
+//   learning rate (ZeRO-1: gradients reduce-scattered, AdamW on this rank's parts, parameters
+//   all-gathered)
 //   -> metrics and progress (rank 0) -> periodic validation -> checkpoints (every N steps, at the
 //   end, on SIGTERM/SIGUSR1) -> final evaluation and export.
 // With checkpoint.dir set, a run first resumes from the newest sound checkpoint there: weights,
@@ -35,6 +37,7 @@
 #include "parallel/checkpoint/checkpoint.h"
 #include "parallel/comm/flight_recorder.h"
 #include "parallel/comm/mpi_communicator.h"
+#include "parallel/comm/nccl_api.h"
 #include "parallel/layers/data_parallel.h"
 #include "parallel/layers/tensor_parallel_comm.h"
 
@@ -232,7 +235,7 @@ int resume(Checkpointer& ckpt, const std::vector<ShardedTensor>& tensors, const 
 // Everything a checkpoint of `done` steps records besides the tensors: the step, the model, each
 // DP rank's data position, the seed, the LR schedule, AdamW's state and the libraries.
 proto::Manifest checkpoint_meta(const Config& cfg, const ModelConfig& mc, int done, float lr,
-                                int dp, int adam_steps, bool mpi) {
+                                int dp, int adam_steps, const ParallelContext& ctx) {
   const int G = cfg.train.global_batch, T = mc.block_size;
   proto::Manifest meta;
   meta.set_step(done);
@@ -265,8 +268,9 @@ proto::Manifest checkpoint_meta(const Config& cfg, const ModelConfig& mc, int do
   o->set_beta2(cfg.train.beta2);
   o->set_eps(cfg.train.eps);
   o->set_weight_decay(cfg.train.weight_decay);
-  meta.set_mpi_version(mpi ? mpi_library_version() : "none (one rank, no MPI)");
-  meta.set_nccl_version("none");
+  meta.mutable_saved_layout()->set_zero(dp > 1 ? cfg.parallel.zero : 0);
+  meta.set_mpi_version(ctx.mpi ? mpi_library_version() : "none (one rank, no MPI)");
+  meta.set_nccl_version(ctx.nccl ? ctx.nccl->version() : "none");
   meta.set_created_by("chainrule train");
   meta.set_created_unix_s((int64_t)std::time(nullptr));
   return meta;
@@ -355,9 +359,12 @@ StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq
       c.grad_sync.begin(grads);
       c.model.set_grad_ready_hook([&](size_t offset) { c.grad_sync.ready(offset); });
     }
+    struct Unhook {  // also when backward throws: the hook refers to this step
+      GPT& m;
+      ~Unhook() { m.set_grad_ready_hook(nullptr); }
+    } unhook{c.model};
     loss += c.model.forward_backward(inputs.data(), targets.data(), M, T, 1.f / (float)accum);
   }
-  c.model.set_grad_ready_hook(nullptr);
   c.grad_sync.finish();  // grads: the DP mean (with ZeRO-1, in this rank's parts)
   loss /= accum;
   if (dp > 1) {  // the step's loss is the mean over the whole global batch
@@ -416,8 +423,9 @@ GradientSync::Options gradient_sync_options(const Config& cfg, const ParallelCon
   o.bucket_bytes = (size_t)(cfg.parallel.bucket_mb * 1024 * 1024);
   o.zero = cfg.parallel.zero;
   o.overlap = cfg.parallel.overlap && ctx.grid.dp() > 1;
+  const bool needs_thread = !ctx.dp->device_memory();  // NCCL overlaps on its stream instead
   if (drop && std::string(drop).rfind("grad.", 0) == 0) o.drop_label = drop;
-  if (o.overlap && !ctx.thread_multiple) {
+  if (o.overlap && needs_thread && !ctx.thread_multiple) {
     if (ctx.grid.rank() == 0)
       log::warn("parallel.overlap: this MPI does not provide MPI_THREAD_MULTIPLE, so the gradient "
                 "reduction runs after backward instead (the results are the same)");
@@ -548,7 +556,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   if (start_step > 0) ckpt_state.to_device();
   auto save_checkpoint = [&](int done, float lr) {
     ckpt_state.to_host();
-    proto::Manifest meta = checkpoint_meta(cfg, mc, done, lr, dp, opt.steps_taken(), ctx.mpi);
+    proto::Manifest meta = checkpoint_meta(cfg, mc, done, lr, dp, opt.steps_taken(), ctx);
     const bool ok = ckpt.save(ckpt_tensors, std::move(meta), grid.tp(), dp);
     if (ok) progress.line(checkpoint_line(cfg, done, ckpt.last_save()));
     return ok;

@@ -145,6 +145,9 @@ NcclIdFile::NcclIdFile(const std::string& dir, const std::string& job_key, const
     : path_(nccl_id_path(dir, job_key)) {
   // Readers poll for the final name, so it must appear complete: write a private temp file,
   // flush it to the file server, then rename (atomic within a directory, also on NFS).
+  // A file of the same job key left by a job that died before removing it: gone before the new
+  // id appears, so a reader sees no file or this job's.
+  std::remove(path_.c_str());
   const std::string tmp = fmt::format("{}.tmp.{}", path_, (long)::getpid());
   const std::string text = fmt::format("chainrule-ncclid 1 {} {}\n", job_key, to_hex(id));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -170,9 +173,14 @@ NcclId wait_for_nccl_id(const std::string& dir, const std::string& job_key,
                         std::chrono::milliseconds timeout, int rank) {
   const std::string path = nccl_id_path(dir, job_key);
   const auto start = std::chrono::steady_clock::now();
+  // This job's rank 0 started about when we did; a file written well before that is another
+  // job's with the same key (torchrun's address:port key is reused), left by a crash.
+  const auto oldest = std::filesystem::file_time_type::clock::now() - kNcclIdFileSlack;
   NcclId id{};
   for (;;) {
-    if (parse_id_file(path, job_key, id)) return id;
+    std::error_code ec;
+    const auto written = std::filesystem::last_write_time(path, ec);
+    if (!ec && written >= oldest && parse_id_file(path, job_key, id)) return id;
     const auto waited = std::chrono::steady_clock::now() - start;
     if (waited > timeout)
       CR_INPUT_ERROR("parallel.bootstrap: rank {} waited {:.1f} s (parallel.timeout_s) for {}, "

@@ -61,7 +61,10 @@ class NcclIdFile {
 };
 
 // Every other rank: polls for the id file of `job_key` until `timeout`; then a one-line
-// InputError naming the file and how long this rank waited.
+// InputError naming the file and how long this rank waited. A file last written more than
+// kNcclIdFileSlack before the call is ignored: a crashed earlier job's with the same key (ranks
+// of one job start within seconds of each other; the slack also covers file-server clock skew).
+inline constexpr std::chrono::seconds kNcclIdFileSlack{30};
 NcclId wait_for_nccl_id(const std::string& dir, const std::string& job_key,
                         std::chrono::milliseconds timeout, int rank);
 

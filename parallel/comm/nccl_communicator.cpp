@@ -3,6 +3,8 @@
 // NcclApi, so this file is compiled and unit-tested in every build.
 #include "parallel/comm/nccl_communicator.h"
 
+#include <mpi.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -134,6 +136,14 @@ void NcclCommunicator::settle_init(std::chrono::milliseconds timeout) {
   }
 }
 
+void NcclCommunicator::abort_job() const {
+  int init = 0, fin = 0;
+  MPI_Initialized(&init);
+  MPI_Finalized(&fin);
+  if (init && !fin) MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();
+}
+
 NcclCommunicator::~NcclCommunicator() {
   // An aborted communicator is gone already; destroying it again is undefined.
   if (!aborted_) api_->destroy(comm_, (int)std::min<long>(timeout().count(), 10000));
@@ -194,11 +204,25 @@ void NcclCommunicator::issue_staged(NcclCall call, size_t in_bytes, size_t out_b
   completed(info);  // flight recorder (contract 4)
 }
 
+// On a non-blocking communicator an enqueue may return ncclInProgress: the collective is not on
+// the stream yet, and nothing may follow it there (an event recorded now could fire before the
+// collective runs) until ncclCommGetAsyncError says ncclSuccess. So settle it here, watched.
 void NcclCommunicator::enqueue_or_fail(const NcclCall& call, const CollectiveInfo& info) {
   try {
     api_->enqueue(call, comm_, stream_);
   } catch (const Error& e) {
     abort_and_fail(info, "could not be issued: " + e.message());
+  }
+  const auto deadline = Clock::now() + timeout();
+  for (int spins = 0;; spins++) {
+    std::string why;
+    const NcclPoll p = api_->async_error(comm_, &why);
+    if (p == NcclPoll::Done) return;
+    if (p == NcclPoll::Failed) abort_and_fail(info, "failed while being issued: " + why);
+    if (Clock::now() > deadline)
+      abort_and_fail(info, fmt::format("was not issued within parallel.timeout_s = {} s",
+                                       seconds(timeout())));
+    backoff(spins);
   }
 }
 

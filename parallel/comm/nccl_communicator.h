@@ -77,6 +77,10 @@ class NcclCommunicator final : public Communicator {
   friend class NcclWork;
 
   void settle_init(std::chrono::milliseconds timeout);
+  // Takes the job down: MPI_Abort when MPI started it; with parallel.bootstrap file:DIR there is
+  // no job-wide abort, so this process ends and the launcher (srun --kill-on-bad-exit=1, torchrun)
+  // ends the others.
+  [[noreturn]] void abort_job() const override;
   std::unique_ptr<Work> issue(NcclCall call, size_t in_bytes, size_t out_bytes, CollectiveInfo info);
   std::unique_ptr<Work> issue_device(const NcclCall& call, CollectiveInfo info);
   void issue_staged(NcclCall call, size_t in_bytes, size_t out_bytes, const CollectiveInfo& info);

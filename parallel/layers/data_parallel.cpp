@@ -44,8 +44,8 @@ FlatRange owned_part(const FlatRange& bucket, int rank, int dp) {
 
 // ---- the communication thread -----------------------------------------------------------------
 
-// Runs submitted jobs one at a time, in submission order. An exception stops it; drain() then
-// rethrows it on the caller's thread. (A timed-out collective does not throw: the communicator's
+// Runs submitted jobs one at a time, in submission order. An exception drops the jobs still
+// queued (later submissions run); drain() rethrows it on the caller's thread. (A timed-out collective does not throw: the communicator's
 // fault path ends the job from this thread.)
 class CommThread {
  public:

@@ -55,7 +55,7 @@ class GradientSync {
     bool overlap = false;  // launch buckets from backward
     int zero = 0;  // 0 or 1
     // The negative control of the tests: bucket reductions whose label starts with this are
-    // skipped (their gradients stay local); empty in every real run.
+    // skipped (their gradients stay this rank's own, divided by dp); empty in every real run.
     std::string drop_label;
   };
   // ready: the model's grad_ready_offsets(); total: floats in the flat buffer.

@@ -71,6 +71,8 @@ COMMON=(--set train.max_steps=40 --set parallel.zero=1)
 run full14 1 4 "${COMMON[@]}" --set train.stop_after_step=22 --set checkpoint.dir=ckfull
 run save14 1 4 "${COMMON[@]}" --set train.stop_after_step=20 --set checkpoint.dir=ck14
 cp -r ck14 ck_orig
+grep -q "saved at tensor 1 x data 4 (4 ranks), ZeRO-1 optimizer parts" <("$BIN" ckpt inspect ck14) ||
+  fail "ckpt inspect does not report the ZeRO-1 layout"
 run res14 1 4 "${COMMON[@]}" --set train.stop_after_step=22 --set checkpoint.dir=ck14
 grep -q "resumed at step 20" res14.log || fail "(1,4) zero 1 did not resume at step 20"
 [[ "$(losses res14 21 22)" == "$(losses full14 21 22)" ]] ||

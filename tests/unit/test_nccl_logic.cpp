@@ -276,6 +276,20 @@ TEST(NcclFileBootstrap, StaleFileOfAnotherJobIsIgnoredAndTheTimeoutNamesTheFile)
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
 }
 
+// The same key (torchrun's address:port key is reused by the next job): a file written long
+// before this rank started is a crashed job's leftover, never read; a fresh one is.
+TEST(NcclFileBootstrap, StaleFileOfTheSameKeyIsIgnored) {
+  TempDir dir;
+  NcclId stale{}, fresh{};
+  stale.fill('s');
+  fresh.fill('f');
+  NcclIdFile old(dir.p.string(), "torchrun-h_29500", stale);
+  fs::last_write_time(old.path(), fs::file_time_type::clock::now() - std::chrono::minutes(5));
+  EXPECT_THROW(wait_for_nccl_id(dir.p.string(), "torchrun-h_29500", 200ms, 1), InputError);
+  NcclIdFile now(dir.p.string(), "torchrun-h_29500", fresh);  // rank 0 of the new job
+  EXPECT_EQ(wait_for_nccl_id(dir.p.string(), "torchrun-h_29500", 2s, 1), fresh);
+}
+
 TEST(NcclFileBootstrap, IdOverAControlCommunicator) {
   auto api = std::make_shared<FakeNccl>();
   auto ctrl = make_single_rank_communicator();
@@ -424,9 +438,8 @@ TEST(NcclWatchdog, AsyncErrorAbortsOnceAndReportsTheCollective) {
   auto c = make_comm(api, 0, 2);
   api->mode = FakeNccl::Mode::AsyncError;
   float* buf = static_cast<float*>(api->device_alloc(8));
-  auto w = c->broadcast_async(buf, 2, 0, "weights");
-  try {
-    w->wait();
+  try {  // reported while the collective is issued (settled), or at the latest by wait()
+    c->broadcast_async(buf, 2, 0, "weights")->wait();
     FAIL() << "no fault reported";
   } catch (const Fault& f) {
     const std::string m = f.what();
