@@ -38,7 +38,7 @@ train() {
   local name=$1 np=$2
   shift 2
   mpirun -np "$np" --bind-to none -x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS \
-    /usr/bin/time -f "rss_kb %M" -o "$name.rss.%q{OMPI_COMM_WORLD_RANK}" \
+    bash -c 'exec /usr/bin/time -f "rss_kb %M" -o "$0.rss.$OMPI_COMM_WORLD_RANK" "$@"' "$name" \
     "$BIN" train model.yaml --set run.dir="$name" "$@" >"$name.log" 2>&1 ||
     { tail -20 "$name.log"; echo "$name failed" >&2; exit 1; }
 }
@@ -50,7 +50,7 @@ print(f"{statistics.median(v[1:]):.1f}")
 EOF
 }
 
-echo "== overlap: 12 x 512 GPT-2, dp 2, $STEPS steps, $(nproc) cores"
+echo "== overlap: 12 x 512 GPT-2, dp 2, $STEPS steps, $(nproc --all) cores"
 for ov in false true; do train "ov_$ov" 2 --set parallel.overlap=$ov; done
 printf "%-14s %22s %14s\n" overlap "exposed comm ms/step" "ms/step"
 for ov in false true; do
@@ -60,7 +60,7 @@ done
 grep -h "gradient reduction over" ov_true.log | head -1 | sed 's/^.*gradient/gradient/'
 
 echo "== memory: the same model at dp 4, 2 steps, zero 0 vs 1 (peak RSS per rank)"
-for z in 0 1; do train "zero_$z" 4 --set parallel.zero=$z --set train.max_steps=2; done
+for z in 0 1; do train "zero_$z" 4 --set parallel.zero=$z --set train.max_steps=2 --set train.micro_batch=1; done
 params=$(sed -n 's/.*model: .*: \([0-9.]*[kMB]*\) parameters.*/\1/p' zero_0.log | head -1)
 "$PY" - "$params" <<'EOF'
 import glob, re, sys

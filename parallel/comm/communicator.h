@@ -93,10 +93,13 @@ class Communicator {
   // the flight recorder name it. Never null ("" when there is nothing to say).
   virtual std::unique_ptr<Work> all_reduce_async(float* buf, size_t n, ReduceOp op,
                                                  const char* label) = 0;
-  // recv[n] = op over ranks of send[rank*n : (rank+1)*n]   (send holds size()*n floats)
+  // recv[n] = op over ranks of send[rank*n : (rank+1)*n]   (send holds size()*n floats).
+  // In place when recv == send + rank()*n: the result lands in this rank's part of send (the
+  // other parts are left undefined).
   virtual std::unique_ptr<Work> reduce_scatter_async(const float* send, float* recv, size_t n,
                                                      ReduceOp op, const char* label) = 0;
-  // recv[size()*n] = concatenation of every rank's send[n], in rank order
+  // recv[size()*n] = concatenation of every rank's send[n], in rank order. In place when
+  // send == recv + rank()*n.
   virtual std::unique_ptr<Work> all_gather_async(const float* send, float* recv, size_t n,
                                                  const char* label) = 0;
   virtual std::unique_ptr<Work> broadcast_async(float* buf, size_t n, int root,

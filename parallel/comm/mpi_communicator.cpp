@@ -3,6 +3,8 @@
 #include "parallel/comm/mpi_communicator.h"
 
 #include <chrono>
+#include <cstring>
+#include <functional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -40,8 +42,10 @@ const char* op_name(const char* base, ReduceOp op) {
 // A pending MPI request, completed by polling MPI_Test until the communicator's deadline.
 class MpiWork final : public Work {
  public:
-  MpiWork(const MpiCommunicator& comm, CollectiveInfo info, MPI_Request req)
-      : comm_(comm), info_(std::move(info)), req_(req) {}
+  // then: run once the request completes (an in-place reduce-scatter moving its result).
+  MpiWork(const MpiCommunicator& comm, CollectiveInfo info, MPI_Request req,
+          std::function<void()> then = nullptr)
+      : comm_(comm), info_(std::move(info)), req_(req), then_(std::move(then)) {}
   void wait() override {
     using Clock = std::chrono::steady_clock;
     const auto deadline = Clock::now() + comm_.timeout();
@@ -49,6 +53,7 @@ class MpiWork final : public Work {
     for (int spins = 0;; spins++) {
       CR_MPI_CHECK(MPI_Test(&req_, &done, MPI_STATUS_IGNORE));
       if (done) {
+        if (then_) then_();
         comm_.completed(info_);  // the flight recorder's "completed" (contract 4)
         return;
       }
@@ -65,6 +70,7 @@ class MpiWork final : public Work {
   const MpiCommunicator& comm_;
   CollectiveInfo info_;
   MPI_Request req_;
+  std::function<void()> then_;
 };
 
 std::string mpi_library_version() {
@@ -123,6 +129,13 @@ std::unique_ptr<Work> MpiCommunicator::reduce_scatter_async(const float* send, f
                                                             const char* label) {
   auto info = next(op_name("reduce_scatter", op), n * size_ * sizeof(float), label);
   MPI_Request req;
+  if (recv == send + (size_t)rank_ * n) {  // in place: MPI leaves the result at the start
+    float* all = const_cast<float*>(send);
+    CR_MPI_CHECK(MPI_Ireduce_scatter_block(MPI_IN_PLACE, all, (int)n, MPI_FLOAT, to_mpi(op), comm_, &req));
+    return std::make_unique<MpiWork>(*this, std::move(info), req, [all, recv, n] {
+      if (recv != all) std::memcpy(recv, all, n * sizeof(float));  // disjoint: rank >= 1
+    });
+  }
   CR_MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, (int)n, MPI_FLOAT, to_mpi(op), comm_, &req));
   return std::make_unique<MpiWork>(*this, std::move(info), req);
 }
@@ -131,7 +144,9 @@ std::unique_ptr<Work> MpiCommunicator::all_gather_async(const float* send, float
                                                         const char* label) {
   auto info = next("all_gather", n * size_ * sizeof(float), label);
   MPI_Request req;
-  CR_MPI_CHECK(MPI_Iallgather(send, (int)n, MPI_FLOAT, recv, (int)n, MPI_FLOAT, comm_, &req));
+  const bool in_place = send == recv + (size_t)rank_ * n;
+  CR_MPI_CHECK(MPI_Iallgather(in_place ? MPI_IN_PLACE : send, in_place ? 0 : (int)n, MPI_FLOAT, recv,
+                              (int)n, MPI_FLOAT, comm_, &req));
   return std::make_unique<MpiWork>(*this, std::move(info), req);
 }
 

@@ -37,9 +37,12 @@ std::vector<FlatRange> plan_buckets(const std::vector<size_t>& ready, size_t tot
 }
 
 FlatRange owned_part(const FlatRange& bucket, int rank, int dp) {
-  const size_t c = (bucket.size() + (size_t)dp - 1) / (size_t)dp;
-  const size_t b = std::min(bucket.end, bucket.begin + (size_t)rank * c);
-  return {b, std::min(bucket.end, b + c)};
+  const size_t c = bucket.size() / (size_t)dp;
+  return {bucket.begin + (size_t)rank * c, bucket.begin + (size_t)(rank + 1) * c};
+}
+
+FlatRange bucket_tail(const FlatRange& bucket, int dp) {
+  return {bucket.begin + bucket.size() / (size_t)dp * (size_t)dp, bucket.end};
 }
 
 // ---- the communication thread -----------------------------------------------------------------
@@ -121,30 +124,22 @@ GradientSync::GradientSync(Communicator& dp, const std::vector<size_t>& ready, s
   if (opt.zero == 0 || dp.size() == 1) {
     owned_ = {{0, total}};
   } else {
-    for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it) {  // increasing offsets
-      const FlatRange part = owned_part(*it, dp.rank(), dp.size());
-      if (part.size() > 0) owned_.push_back(part);
-    }
+    for (auto it = buckets_.rbegin(); it != buckets_.rend(); ++it)  // increasing offsets
+      for (const FlatRange& r : {owned_part(*it, dp.rank(), dp.size()), bucket_tail(*it, dp.size())}) {
+        if (r.size() == 0) continue;
+        if (!owned_.empty() && owned_.back().end == r.begin) owned_.back().end = r.end;
+        else owned_.push_back(r);
+      }
   }
-  for (size_t k = 0; k < buckets_.size(); k++)
+  for (size_t k = 0; k < buckets_.size(); k++) {
     labels_.push_back(fmt::format("grad.bucket {}/{}", k + 1, buckets_.size()));
+    tail_labels_.push_back(labels_.back() + " tail");
+  }
   if (opt.overlap && dp.size() > 1 && !on_device_) thread_ = std::make_unique<CommThread>();
   overlapped_ = opt.overlap && dp.size() > 1;
 }
 
 GradientSync::~GradientSync() = default;
-
-TensorView GradientSync::coll(float* p, size_t n) const {
-  return TensorView(p, {(int64_t)n}, DType::F32, on_device_ ? be_.device() : Device::CPU);
-}
-void GradientSync::copy(float* dst, const float* src, size_t n) {
-  if (!on_device_) return (void)std::memcpy(dst, src, n * sizeof(float));
-  be_.copy(coll(dst, n), coll(const_cast<float*>(src), n));
-}
-DeviceBuffer& GradientSync::scratch(DeviceBuffer& b, size_t n) {
-  if (b.size() < n) b = DeviceBuffer(on_device_ ? be_.allocator() : cpu_backend().allocator(), DType::F32, n);
-  return b;
-}
 
 void GradientSync::begin(float* grads) {
   grads_ = grads;
@@ -172,37 +167,26 @@ void GradientSync::launch(size_t k) {
     reduce(k);
 }
 
-// Bucket k's collective on buf_: all-reduce(sum) in place (zero 0); reduce-scatter(sum) of the
-// bucket padded to dp equal parts (zero 1), this rank's part landing in recv_[k] (device: each
-// bucket its own, several are in flight) and copied into place in finish().
+// Bucket k's collectives on buf_, in place: all-reduce(sum) (zero 0); reduce-scatter(sum) of its
+// dp equal parts, each rank's landing in its part, plus an all-reduce(sum) of the tail of fewer
+// than dp floats that every rank owns (zero 1). No scratch: ZeRO's saving is all saving.
 void GradientSync::reduce(size_t k) {
   const FlatRange& b = buckets_[k];
-  const char* label = labels_[k].c_str();
   if (!opt_.drop_label.empty() && labels_[k].rfind(opt_.drop_label, 0) == 0) return;
   auto issue = [&](std::unique_ptr<Work> w) {
     if (on_device_) pending_.push_back(std::move(w));
     else w->wait();
   };
-  if (opt_.zero == 0) return issue(dp_.all_reduce_async(buf_ + b.begin, b.size(), ReduceOp::Sum, label));
+  if (opt_.zero == 0)
+    return issue(dp_.all_reduce_async(buf_ + b.begin, b.size(), ReduceOp::Sum, labels_[k].c_str()));
   const int dp = dp_.size();
-  const size_t c = (b.size() + (size_t)dp - 1) / (size_t)dp;
-  const float* send = buf_ + b.begin;
-  if (c * (size_t)dp != b.size()) {  // pad: every rank sends dp parts of c floats
-    DeviceBuffer& pad = scratch(on_device_ ? pad_[k] : pad_[0], c * (size_t)dp);
-    pad.zero();
-    copy(pad.f32(), buf_ + b.begin, b.size());
-    send = pad.f32();
-  }
-  float* recv = scratch(on_device_ ? recv_[k] : recv_[0], c).f32();
-  issue(dp_.reduce_scatter_async(send, recv, c, ReduceOp::Sum, label));
-  if (!on_device_) place(k);
-}
-
-// ZeRO: bucket k's reduced part, from recv_ into its place in buf_.
-void GradientSync::place(size_t k) {
-  if (!opt_.drop_label.empty() && labels_[k].rfind(opt_.drop_label, 0) == 0) return;
-  const FlatRange mine = owned_part(buckets_[k], dp_.rank(), dp_.size());
-  copy(buf_ + mine.begin, recv_[on_device_ ? k : 0].f32(), mine.size());
+  const size_t c = b.size() / (size_t)dp;
+  if (c > 0)
+    issue(dp_.reduce_scatter_async(buf_ + b.begin, buf_ + owned_part(b, dp_.rank(), dp).begin, c,
+                                   ReduceOp::Sum, labels_[k].c_str()));
+  const FlatRange tail = bucket_tail(b, dp);
+  if (tail.size() > 0)
+    issue(dp_.all_reduce_async(buf_ + tail.begin, tail.size(), ReduceOp::Sum, tail_labels_[k].c_str()));
 }
 
 void GradientSync::finish() {
@@ -213,8 +197,6 @@ void GradientSync::finish() {
     if (thread_) thread_->drain();
     for (auto& w : pending_) w->wait();
     pending_.clear();
-    if (on_device_ && opt_.zero == 1)
-      for (size_t k = 0; k < buckets_.size(); k++) place(k);
     const float inv = 1.f / (float)dp_.size();
     for (const FlatRange& r : owned_) {  // host -> device, then the mean (device-side scale)
       const TensorView dev(grads_ + r.begin, {(int64_t)r.size()}, DType::F32, be_.device());
@@ -249,29 +231,30 @@ void GradientSync::all_reduce_mean(float* grads) {
   finish();
 }
 
+// In place, bucket by bucket: each rank's part to every rank (the tails are alike everywhere
+// already). With host staging, this rank's parts go down to host_ and the buckets back up.
 void GradientSync::gather_params(float* params) {
   if (opt_.zero == 0 || dp_.size() == 1) return;
-  // Host staging (a GPU backend with MPI): this rank's part down, every part back up.
   const bool staged = be_.device() != Device::CPU && !on_device_;
-  const int dp = dp_.size();
-  auto dev = [&](size_t at, size_t n) {
-    return TensorView(params + at, {(int64_t)n}, DType::F32, be_.device());
+  float* buf = params;
+  if (staged) {
+    host_.resize(total_);
+    buf = host_.data();
+  }
+  auto view = [&](float* base, size_t at, size_t n, Device d) {
+    return TensorView(base + at, {(int64_t)n}, DType::F32, d);
   };
+  const int dp = dp_.size();
   for (size_t k = 0; k < buckets_.size(); k++) {
     const FlatRange& b = buckets_[k];
     const FlatRange mine = owned_part(b, dp_.rank(), dp);
-    const size_t c = (b.size() + (size_t)dp - 1) / (size_t)dp;
-    DeviceBuffer& send = scratch(gather_send_, c);
-    DeviceBuffer& recv = scratch(gather_recv_, c * (size_t)dp);
-    send.zero();
-    if (mine.size() > 0) {
-      if (staged) be_.copy(coll(send.f32(), mine.size()), dev(mine.begin, mine.size()));
-      else copy(send.f32(), params + mine.begin, mine.size());
-    }
+    if (mine.size() == 0) continue;  // a bucket of fewer than dp floats: all tail
+    if (staged)
+      be_.copy(view(buf, mine.begin, mine.size(), Device::CPU), view(params, mine.begin, mine.size(), be_.device()));
     const std::string label = fmt::format("param.gather {}/{}", k + 1, buckets_.size());
-    dp_.all_gather(send.f32(), recv.f32(), c, label.c_str());
-    if (staged) be_.copy(dev(b.begin, b.size()), coll(recv.f32(), b.size()));
-    else copy(params + b.begin, recv.f32(), b.size());
+    dp_.all_gather(buf + mine.begin, buf + b.begin, mine.size(), label.c_str());
+    const size_t n = mine.size() * (size_t)dp;
+    if (staged) be_.copy(view(params, b.begin, n, be_.device()), view(buf, b.begin, n, Device::CPU));
   }
 }
 

@@ -14,12 +14,13 @@
 // drives it (MPI_THREAD_MULTIPLE: the main thread issues tensor-parallel collectives meanwhile).
 //
 // ZeRO-1 (parallel.zero = 1; Rajbhandari et al. 2020, "ZeRO", stage 1; Megatron's distributed
-// optimizer shards per bucket the same way). Bucket [b, e) of length L is split into dp parts of
-// c = ceil(L / dp) floats; DP rank d owns [b + d c, min(b + (d+1) c, e)). Gradients are
-// reduce-scattered, so each rank ends up with the mean of its parts only; AdamW updates those
-// parts of the parameters with moments of that size (1/dp of AdamW's state); then every bucket
-// of parameters is all-gathered. With TP, all of this happens inside each TP rank's local
-// parameters: the DP group of a TP rank shares its layout.
+// optimizer shards per bucket the same way). Bucket [b, e) of length L = c dp + r (r < dp) is
+// split into dp parts of c floats and a tail of r: DP rank d owns [b + d c, b + (d+1) c), and
+// every rank owns the tail. Gradients are reduce-scattered in place (the tail all-reduced), so
+// each rank ends up with the mean of its parts only; AdamW updates those parts of the parameters
+// with moments of that size (1/dp of AdamW's state, plus fewer than dp floats per bucket); then
+// every bucket of parameters is all-gathered in place. No scratch buffers. With TP, all of this
+// happens inside each TP rank's local parameters: the DP group of a TP rank shares its layout.
 //
 // On a GPU backend with the MPI communicator the buckets are staged through host memory: copied
 // to the host when backward completes them, and back when reduced. With a communicator that
@@ -28,7 +29,6 @@
 #pragma once
 
 #include <cstddef>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,8 +43,10 @@ namespace cr {
 // join one bucket until it holds at least bucket_floats (a piece is never split).
 std::vector<FlatRange> plan_buckets(const std::vector<size_t>& ready, size_t total,
                                     size_t bucket_floats);
-// ZeRO: the part of `bucket` that DP rank `rank` of `dp` owns (possibly empty).
+// ZeRO: the part of `bucket` that DP rank `rank` of `dp` owns (empty when the bucket holds fewer
+// than dp floats), and the tail every rank owns (fewer than dp floats, possibly none).
 FlatRange owned_part(const FlatRange& bucket, int rank, int dp);
+FlatRange bucket_tail(const FlatRange& bucket, int dp);
 
 class CommThread;
 
@@ -88,11 +90,6 @@ class GradientSync {
  private:
   void launch(size_t k);  // bucket k: stage to host, then reduce (now, on the thread, or queued)
   void reduce(size_t k);  // bucket k's collective on buf_
-  void place(size_t k);   // ZeRO: bucket k's reduced part into buf_
-  // Buffers where the collectives run (the device with NCCL, else the host).
-  TensorView coll(float* p, size_t n) const;
-  void copy(float* dst, const float* src, size_t n);
-  DeviceBuffer& scratch(DeviceBuffer& b, size_t n);  // grown to n floats
 
   Communicator& dp_;
   Options opt_;
@@ -107,11 +104,7 @@ class GradientSync {
   size_t launched_ = 0;
   std::vector<float> host_;             // staging for a device buffer
   std::vector<std::unique_ptr<Work>> pending_;  // device: collectives in flight
-  // ZeRO scratch: a bucket padded to dp parts, this rank's reduced part (per bucket on the
-  // device, where several are in flight; one reused on the host), the gather's two sides.
-  std::map<size_t, DeviceBuffer> pad_, recv_;
-  DeviceBuffer gather_send_, gather_recv_;
-  std::vector<std::string> labels_;
+  std::vector<std::string> labels_, tail_labels_;
   double exposed_s_ = 0;
 };
 

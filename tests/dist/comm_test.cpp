@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <algorithm>
 #include <vector>
 
 #include "parallel/comm/mpi_communicator.h"
@@ -40,9 +41,21 @@ static void check_group(Communicator& c) {
     const size_t gi = r * len + i;
     EXPECT(recv[i] == n * (n + 1) / 4.f + n * (float)(gi % 7));
   }
+  // In place: the result lands in this rank's part of the send buffer.
+  for (size_t i = 0; i < send.size(); i++) send[i] = value(r, i);
+  c.reduce_scatter(send.data(), send.data() + r * len, len, ReduceOp::Sum);
+  for (size_t i = 0; i < len; i++) {
+    const size_t gi = r * len + i;
+    EXPECT(send[r * len + i] == n * (n + 1) / 4.f + n * (float)(gi % 7));
+  }
   std::vector<float> mine(len), all(len * n);
   for (size_t i = 0; i < len; i++) mine[i] = value(r, i);
   c.all_gather(mine.data(), all.data(), len);
+  for (int q = 0; q < n; q++)
+    for (size_t i = 0; i < len; i++) EXPECT(all[q * len + i] == value(q, i));
+  std::fill(all.begin(), all.end(), -7.f);  // in place: this rank's part already in recv
+  for (size_t i = 0; i < len; i++) all[r * len + i] = value(r, i);
+  c.all_gather(all.data() + r * len, all.data(), len);
   for (int q = 0; q < n; q++)
     for (size_t i = 0; i < len; i++) EXPECT(all[q * len + i] == value(q, i));
   std::vector<float> b(len, r == n - 1 ? 42.f : -1.f);

@@ -52,19 +52,21 @@ TEST(Buckets, CutAtReadyPointsInBackwardOrderAndCoverTheBuffer) {
   EXPECT_THROW(plan_buckets({30, 60, 0}, 100, 1), Error);  // not decreasing
 }
 
-TEST(Buckets, OwnedPartsPartitionEveryBucket) {
+TEST(Buckets, OwnedPartsAndTailPartitionEveryBucket) {
   for (size_t len : {1, 5, 8, 13, 1000})
     for (int dp : {1, 2, 3, 4, 8}) {
       const FlatRange b{7, 7 + len};
       size_t next = b.begin;
       for (int r = 0; r < dp; r++) {
         const FlatRange p = owned_part(b, r, dp);
-        EXPECT_LE(p.begin, p.end);
-        if (p.size() == 0) continue;
+        EXPECT_EQ(p.size(), len / dp);  // equal parts: what reduce-scatter needs
         EXPECT_EQ(p.begin, next) << "len " << len << " dp " << dp << " rank " << r;
         next = p.end;
       }
-      EXPECT_EQ(next, b.end);
+      const FlatRange tail = bucket_tail(b, dp);
+      EXPECT_EQ(tail.begin, next);
+      EXPECT_EQ(tail.end, b.end);
+      EXPECT_LT(tail.size(), (size_t)dp);
     }
 }
 
