@@ -194,10 +194,10 @@ void build_nccl_groups_over_mpi(ParallelContext& ctx, std::shared_ptr<NcclApi> a
 void build_groups(ParallelContext& ctx, const Config& cfg) {
   ctx.world->set_timeout(timeout_of(cfg));
   ctx.grid = RankGrid(ctx.world->size(), cfg.parallel.tensor, ctx.world->rank());
-  if (!ctx.bootstrap_dir.empty()) {  // every group is NCCL; no stream to follow but the default
-    split_nccl_groups(ctx, static_cast<NcclCommunicator&>(*ctx.world), nullptr);
-    return;
-  }
+  // NCCL groups must follow the training backend's stream (the legacy default stream would not
+  // order them after its kernels): file:DIR goes through the overload that knows the backend.
+  CR_CHECK(ctx.bootstrap_dir.empty(), "parallel.bootstrap {}: build_groups needs the training backend",
+           cfg.parallel.bootstrap);
   if (!ctx.mpi) {
     ctx.tp = make_single_rank_communicator();
     ctx.dp = make_single_rank_communicator();

@@ -48,7 +48,7 @@ void init_processes(ParallelContext& ctx, const Config& cfg);
 // Builds the TP and DP groups for cfg.parallel after validate_layout. Collective. `backend` is
 // where training computes (select_backend): on a CUDA backend with NCCL and one GPU per rank the
 // groups are NCCL communicators ordered with its stream. The overload without it keeps every
-// group on MPI (as for a CPU backend).
+// group on MPI (as for a CPU backend) and refuses parallel.bootstrap file:DIR.
 void build_groups(ParallelContext& ctx, const Config& cfg, Backend& backend);
 void build_groups(ParallelContext& ctx, const Config& cfg);
 // Destroys the communicators, split groups before the ones they were split from (NCCL).
