@@ -44,6 +44,7 @@ class FakeNccl final : public NcclApi {
   Mode mode = Mode::Complete;
   int init_pending_polls = 3;
   bool init_never_ready = false;
+  int enqueue_pending_polls = 0;  // a non-blocking enqueue answering ncclInProgress this long
   int aborts = 0, destroys = 0, copies = 0;
   std::vector<NcclCall> calls;
   std::vector<std::pair<int, int>> splits;  // (color, key)
@@ -73,6 +74,7 @@ class FakeNccl final : public NcclApi {
     if (f->never_ready) return NcclPoll::Pending;
     if (f->pending_polls > 0) {
       f->pending_polls--;
+      if (!calls.empty()) trace.push_back("in progress");
       return NcclPoll::Pending;
     }
     if (mode == Mode::AsyncError && !calls.empty()) {
@@ -86,6 +88,7 @@ class FakeNccl final : public NcclApi {
   void enqueue(const NcclCall& k, Comm c, Stream s) override {
     calls.push_back(k);
     trace.push_back("enqueue on " + name(s));
+    static_cast<FakeComm*>(c)->pending_polls = enqueue_pending_polls;
     replicated_world(k, *static_cast<FakeComm*>(c));
   }
   Stream create_stream() override { return new std::string("comm"); }
@@ -360,6 +363,22 @@ TEST(NcclCommunicator, InitPollsUntilReadyAndTimesOutOrFailsWithAbort) {
     EXPECT_NE(e.message().find("did not finish initialising"), std::string::npos) << e.message();
   }
   EXPECT_EQ(api->aborts, 1);
+}
+
+// A non-blocking communicator may answer an enqueue with ncclInProgress: the collective is not
+// on the stream yet, so its completion event must not be recorded until it is (else the event
+// could fire before the collective runs and the compute stream read unreduced gradients).
+TEST(NcclCommunicator, AnEnqueueInProgressSettlesBeforeItsEventIsRecorded) {
+  auto api = std::make_shared<FakeNccl>();
+  auto c = make_comm(api, 0, 2);
+  api->enqueue_pending_polls = 2;
+  float* buf = static_cast<float*>(api->device_alloc(sizeof(float)));
+  c->all_reduce_async(buf, 1, ReduceOp::Sum, "grad.bucket 1/1")->wait();
+  const std::vector<std::string> want = {"record on compute", "comm waits for compute",
+                                         "enqueue on comm", "in progress", "in progress",
+                                         "record on comm", "compute waits for comm"};
+  EXPECT_EQ(api->trace, want);
+  api->device_free(buf);
 }
 
 TEST(NcclCommunicator, DeviceCollectiveIsOrderedWithTheComputeStream) {
