@@ -151,7 +151,8 @@ RankDump rank_dump_from_json(const nlohmann::json& j) {
 std::vector<RankDump> read_flight_dir(const std::string& flight_dir, double since_ms) {
   std::error_code ec;
   if (!fs::is_directory(flight_dir, ec))
-    CR_INPUT_ERROR("{}: no flight records here (not a directory)", flight_dir);
+    CR_INPUT_ERROR("{}: no flight records (no such directory): no rank of the job timed out or "
+                   "stalled", flight_dir);
   std::vector<RankDump> out;
   for (const auto& e : fs::directory_iterator(flight_dir, ec)) {
     const std::string name = e.path().filename().string();
