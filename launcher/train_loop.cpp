@@ -434,6 +434,15 @@ GradientSync::Options gradient_sync_options(const Config& cfg, const ParallelCon
   return o;
 }
 
+// Why the run stops after `done` steps, given the agreed signal: the signal, or
+// train.stop_after_step; empty to go on.
+std::string stop_reason(const Config& cfg, int done, int sig) {
+  if (sig > 0) return fmt::format("signal {}", strsignal(sig));
+  if (cfg.train.stop_after_step > 0 && done >= cfg.train.stop_after_step && done < cfg.train.max_steps)
+    return fmt::format("train.stop_after_step = {}", cfg.train.stop_after_step);
+  return "";
+}
+
 // ---- what a run reports -------------------------------------------------------------------------
 
 void log_run_start(const Config& cfg, const ModelConfig& mc, const RankGrid& grid,
@@ -629,15 +638,11 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
 
     // ---- checkpoint, and stop on a signal or at train.stop_after_step -----------------------
     const int sig = agreed_stop_signal(*ctx.world);  // every rank stops together
-    const bool stop = sig > 0 || (cfg.train.stop_after_step > 0 && done >= cfg.train.stop_after_step &&
-                                  done < cfg.train.max_steps);
+    const std::string stop = stop_reason(cfg, done, sig);
     const bool due = (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0) ||
-                     done == cfg.train.max_steps || stop;
+                     done == cfg.train.max_steps || !stop.empty();
     if (checkpointing && due && save_checkpoint(done, result.lr)) last_saved = done;
-    if (stop)
-      return stopped_run(done, sig, sig > 0 ? fmt::format("signal {}", strsignal(sig))
-                                            : fmt::format("train.stop_after_step = {}",
-                                                          cfg.train.stop_after_step));
+    if (!stop.empty()) return stopped_run(done, sig, stop);
   }
   if (checkpointing && last_saved < cfg.train.max_steps)
     log::warn("the final checkpoint could not be saved; the latest is step {}", last_saved);

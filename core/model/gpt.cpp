@@ -226,6 +226,11 @@ GPT::GPT(const ModelConfig& cfg, TensorParallelComm* tp, Backend* backend, DType
   params_ = DeviceBuffer(be_->allocator(), DType::F32, layout_.total());
   grads_ = DeviceBuffer(be_->allocator(), DType::F32, layout_.total());
   if (dtype_ == DType::BF16) params_c_ = DeviceBuffer(be_->allocator(), DType::BF16, layout_.total());
+  // Where backward finishes gradients (grad_ready_offsets): each block starts with ln_1.
+  ready_offsets_ = {layout_.at("ln_f.weight").offset};
+  for (int l = cfg_.n_layer - 1; l >= 0; l--)
+    ready_offsets_.push_back(layout_.at("h." + std::to_string(l) + ".ln_1.weight").offset);
+  ready_offsets_.push_back(0);
   w_ = bind_weights(cfg_, layout_, dtype_ == DType::BF16 ? params_c_ : params_);
   g_ = bind_weights(cfg_, layout_, grads_);
 }
@@ -736,7 +741,7 @@ void GPT::backward_trunk() {
   a.dres.zero();
   norm_backward(a.dres.view(), g_.lnf, a.dln.view(), a.layers.back().x_out.view(), w_.lnf,
                 a.lnf_mean.view(), a.lnf_rstd.view(), N);
-  const std::vector<size_t> ready = grad_ready_offsets();
+  const std::vector<size_t>& ready = ready_offsets_;
   grads_ready(ready[0]);  // the final norm, and an untied LM head
   for (int l = cfg_.n_layer - 1; l >= 0; l--) {
     block_backward(l, l == 0 ? a.x0.view() : a.layers[l - 1].x_out.view());
@@ -747,13 +752,7 @@ void GPT::backward_trunk() {
   grads_ready(0);
 }
 
-std::vector<size_t> GPT::grad_ready_offsets() const {
-  std::vector<size_t> out{layout_.at("ln_f.weight").offset};
-  for (int l = cfg_.n_layer - 1; l >= 0; l--)
-    out.push_back(layout_.at("h." + std::to_string(l) + ".ln_1.weight").offset);
-  out.push_back(0);
-  return out;
-}
+
 
 // One block backward. With recompute, the MLP activation and the norm outputs are rebuilt here
 // from what was kept (bit-identical to the forward's).

@@ -229,7 +229,7 @@ class GPT {
   // what data parallelism needs to start reducing gradients while backward goes on.
   using GradReadyHook = std::function<void(size_t)>;
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
-  std::vector<size_t> grad_ready_offsets() const;
+  const std::vector<size_t>& grad_ready_offsets() const { return ready_offsets_; }
   // Tests: force chunks of `rows` rows (0: automatic), to reach the multi-chunk path on small models.
   void set_classifier_chunk_rows(int rows) { chunk_rows_override_ = rows; }
 
@@ -314,6 +314,7 @@ class GPT {
   int chunk_rows_override_ = 0;
   PassTiming timing_;
   GradReadyHook grad_ready_;
+  std::vector<size_t> ready_offsets_;  // grad_ready_offsets(), from the layout once
   void grads_ready(size_t offset) {
     if (grad_ready_) grad_ready_(offset);
   }
