@@ -104,11 +104,16 @@ class Backend {
 
   // ---- causal grouped-query attention over qkv [B,T,(H + 2 Hkv) hs] -> out [B,T,H hs] --------
   // lse [B,H,T]: each query's log-sum-exp, all backward needs; no [T,T] matrix is stored.
+  // kv_range: empty for causal attention; otherwise int32 [B,T,2] on this backend's device: query
+  // t of sequence b attends to the keys [lo, hi] inclusive, 0 <= lo <= t <= hi < T. A contiguous
+  // range per query expresses a document mask (lo = where t's document starts) and prefix-LM
+  // (hi = the end of t's prompt for a prompt token: keys after the query are visible);
+  // core/data/attention_mask.h builds it from the tokens.
   virtual void attention_forward(TensorView out, TensorView lse, TensorView qkv, int B, int T,
-                                 int H, int Hkv, int hs) = 0;
+                                 int H, int Hkv, int hs, TensorView kv_range) = 0;
   virtual void attention_backward(TensorView dqkv, TensorView dout, TensorView qkv,
                                   TensorView out, TensorView lse, int B, int T, int H, int Hkv,
-                                  int hs) = 0;
+                                  int hs, TensorView kv_range) = 0;
   // One query q [H hs] against caches [len, Hkv hs] (positions 0..len-1): out [H hs].
   virtual void attention_decode(TensorView out, TensorView q, TensorView kcache,
                                 TensorView vcache, int len, int H, int Hkv, int hs) = 0;
@@ -129,6 +134,8 @@ class Backend {
 
   // ---- vocabulary-parallel softmax cross-entropy (see cpu/ops.h) -----------------------------
   // A shard holds logit columns [v0, v0 + Vl) of the padded vocabulary, the first n_valid real.
+  // A negative target is not counted (PyTorch's ignore_index): its target logit is 0 and its
+  // gradient row is zero.
   virtual void crossentropy_row_max(TensorView row_max, TensorView logits, int N, int Vl,
                                     int n_valid) = 0;
   virtual void crossentropy_row_sums(TensorView sums, TensorView logits, TensorView row_max,

@@ -418,7 +418,7 @@ void GPT::for_each_activation(Acts& a, const Shape& s, F&& f) {
   const ActPart O = ActPart::Other;
   f(a.x0, N * C, O, T), f(a.branch, N * C, O, T), f(a.lnf, N * C, O, T);
   f(a.lnf_mean, ln_mean, O, F32), f(a.lnf_rstd, N, O, F32);
-  f(a.inputs, N, O, DType::I32), f(a.targets, N, O, DType::I32);
+  f(a.inputs, N, O, DType::I32), f(a.targets, N, O, DType::I32), f(a.kv_range, 2 * N, O, DType::I32);
   const size_t rc = s.recompute ? 1 : 0;
   f(a.rc_ln1, rc * N * C, O, T), f(a.rc_ln2, rc * N * C, O, T), f(a.rc_act, rc * N * s.Fl, O, T);
   // backward scratch
@@ -510,8 +510,9 @@ TensorView host_i32(const int32_t* p, size_t n) {
 }
 }  // namespace
 
-float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
-  forward_trunk(inputs, targets, B, T);
+float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                   const int32_t* kv_range) {
+  forward_trunk(inputs, targets, B, T, 0, nullptr, kv_range);
   Acts& a = acts_;
   const int N = B * T, C = cfg_.n_embd, Vl = cfg_.padded_vocab(tp_size_) / tp_size_;
   if (!targets) {  // sampling / inspection: every logit, [B,T,Vl]
@@ -525,24 +526,33 @@ float GPT::forward(const int32_t* inputs, const int32_t* targets, int B, int T) 
 // Embedding, the blocks and the final norm: everything before the LM head. With a cache, the
 // tokens sit at positions pos0.. and attend to the cache (decoding, B = 1).
 void GPT::forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T, int pos0,
-                        KVCache* cache) {
+                        KVCache* cache, const int32_t* kv_range) {
   CR_CHECK(B > 0 && T > 0 && pos0 >= 0 && pos0 + T <= cfg_.block_size,
            "B={} T={} at position {}: block_size={}", B, T, pos0, cfg_.block_size);
   const int C = cfg_.n_embd, V = cfg_.vocab_size, P = tp_size_;
   const int Vl = cfg_.padded_vocab(P) / P, v0 = tp_rank_ * Vl;
   const int N = B * T;
+  int counted = 0;
   for (int i = 0; i < N; i++) {
     CR_CHECK(inputs[i] >= 0 && inputs[i] < V, "input token {} outside vocabulary {}", inputs[i], V);
-    if (targets)
-      CR_CHECK(targets[i] >= 0 && targets[i] < V, "target token {} outside vocabulary {}",
-               targets[i], V);
+    if (targets) {  // a negative target is not counted (loss masks)
+      CR_CHECK(targets[i] < V, "target token {} outside vocabulary {}", targets[i], V);
+      counted += targets[i] >= 0;
+    }
   }
+  CR_CHECK(!kv_range || !cache, "an attention key range is for training and evaluation only");
   ensure_acts(B, T);
   sync_compute_weights();
   Acts& a = acts_;
   be_->copy(a.inputs.view(0, N), host_i32(inputs, N));
-  if (targets) be_->copy(a.targets.view(0, N), host_i32(targets, N));
+  if (targets) {
+    be_->copy(a.targets.view(0, N), host_i32(targets, N));
+    host_targets_.assign(targets, targets + N);
+  }
   a.has_targets = targets != nullptr;
+  a.counted = counted;
+  a.has_range = kv_range != nullptr;
+  if (kv_range) be_->copy(a.kv_range.view(0, 2 * (size_t)N), host_i32(kv_range, 2 * (size_t)N));
 
   // Vocab-parallel embedding; learned positions (gpt2) are added by TP rank 0 only (summed).
   const TensorView wpe =
@@ -610,7 +620,8 @@ void GPT::block_attention(int l, int B, int T, int pos0, KVCache* cache) {
   if (cfg_.llama())
     be_->rope_forward(la.qkv.view(), B, T, ld, H + Hkv, hs, cfg_.rope_theta, pos0);
   if (!cache) {
-    be_->attention_forward(la.atty.view(), la.lse.view(), la.qkv.view(), B, T, H, Hkv, hs);
+    be_->attention_forward(la.atty.view(), la.lse.view(), la.qkv.view(), B, T, H, Hkv, hs,
+                           key_range());
     return;
   }
   CR_CHECK(B == 1 && pos0 == cache->len, "decoding: B={} at position {} with {} cached", B, pos0,
@@ -622,10 +633,15 @@ void GPT::block_attention(int l, int B, int T, int pos0, KVCache* cache) {
     be_->copy(kc.slice((pos0 + t) * kv, kv), la.qkv.view(row + (size_t)H * hs, kv));
     be_->copy(vc.slice((pos0 + t) * kv, kv), la.qkv.view(row + (size_t)(H + Hkv) * hs, kv));
   }
+  // A bidirectional prefix (prefix-LM prefill): every query sees all of this call's keys.
   for (int t = 0; t < T; t++)
     be_->attention_decode(la.atty.view((size_t)t * H * hs, (size_t)H * hs),
-                          la.qkv.view((size_t)t * ld, (size_t)H * hs), kc, vc, pos0 + t + 1, H,
-                          Hkv, hs);
+                          la.qkv.view((size_t)t * ld, (size_t)H * hs), kc, vc,
+                          pos0 + (cache->bidirectional ? T : t + 1), H, Hkv, hs);
+}
+
+TensorView GPT::key_range() const {
+  return acts_.has_range ? acts_.kv_range.view(0, 2 * (size_t)acts_.B * acts_.T) : TensorView{};
 }
 
 // The MLP's nonlinearity: gelu(fc) (gpt2) or silu(gate) * up (llama), into act_buf(l).
@@ -645,11 +661,14 @@ KVCache GPT::make_cache() const {
                  0};
 }
 
-const float* GPT::decode(const int32_t* tokens, int n, KVCache& cache) {
+const float* GPT::decode(const int32_t* tokens, int n, KVCache& cache, bool prefix) {
   CR_CHECK(tp_size_ == 1, "generation runs on a whole (tp 1) model");
   CR_CHECK(n > 0 && cache.len + n <= cfg_.block_size, "context full: {} + {} tokens > {} (model.block_size)",
            cache.len, n, cfg_.block_size);
+  CR_CHECK(!prefix || cache.len == 0, "a bidirectional prefix must be the first tokens decoded");
+  cache.bidirectional = prefix;
   forward_trunk(tokens, nullptr, 1, n, cache.len, &cache);
+  cache.bidirectional = false;
   cache.len += n;
   const int C = cfg_.n_embd, Vp = cfg_.padded_vocab();
   Acts& a = acts_;
@@ -688,25 +707,28 @@ float GPT::classifier(float loss_scale, bool grad) {
     be_->copy(TensorView::f32(hs, {2 * (int64_t)n}), sums);
     be_->copy(TensorView::f32(hs + 2 * n, {(int64_t)n}), mx);
     float* losses = losses_.data() + r0;
+    const int32_t* t = host_targets_.data() + r0;
     for (int i = 0; i < n; i++) {
-      losses[i] = (float)(std::log((double)hs[i]) + ((double)hs[2 * n + i] - (double)hs[n + i]));
+      losses[i] = t[i] < 0 ? 0.f  // not counted
+                           : (float)(std::log((double)hs[i]) + ((double)hs[2 * n + i] - (double)hs[n + i]));
       total += losses[i];
     }
     if (!grad) continue;
     timing_.forward += std::chrono::duration<double>(std::chrono::steady_clock::now() - tc).count();
-    be_->crossentropy_backward(logits, logits, mx, sums, tgt, n, Vl, v0, n_valid, loss_scale / N);
+    be_->crossentropy_backward(logits, logits, mx, sums, tgt, n, Vl, v0, n_valid,
+                               a.counted > 0 ? loss_scale / a.counted : 0.f);
     be_->matmul_backward(a.dln.view((size_t)r0 * C, (size_t)n * C), g_.head, {}, logits, lnf,
                          w_.head, n, C, Vl, Vl, false);
   }
-  return (float)(total / N);
+  return a.counted > 0 ? (float)(total / a.counted) : 0.f;
 }
 
 float GPT::forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
-                            float loss_scale) {
+                            float loss_scale, const int32_t* kv_range) {
   CR_CHECK(targets != nullptr, "forward_backward needs targets");
   const auto t0 = std::chrono::steady_clock::now();
   timing_ = {};
-  forward_trunk(inputs, targets, B, T);
+  forward_trunk(inputs, targets, B, T, 0, nullptr, kv_range);
   be_->synchronize();  // timings of an asynchronous backend need its work done
   timing_.forward = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const float loss = classifier(loss_scale, /*grad=*/true);  // adds its forward part
@@ -784,7 +806,7 @@ void GPT::block_backward(int l, TensorView x_in) {
   be_->matmul_backward(a.dbranch.view(), g.attn_proj.w, g.attn_proj.b, a.dres.view(),
                        la.atty.view(), w.attn_proj.w, N, (int)s.Cla, C, C, false);
   be_->attention_backward(a.dqkv.view(), a.dbranch.view(), la.qkv.view(), la.atty.view(),
-                          la.lse.view(), B, T, (int)s.Hl, (int)s.Hkvl, (int)s.hs);
+                          la.lse.view(), B, T, (int)s.Hl, (int)s.Hkvl, (int)s.hs, key_range());
   if (s.llama)
     be_->rope_backward(a.dqkv.view(), B, T, (int)s.Wqkv, (int)(s.Hl + s.Hkvl), (int)s.hs,
                        cfg_.rope_theta, 0);

@@ -136,6 +136,7 @@ struct ActivationPlan {
 struct KVCache {
   DeviceBuffer k, v;
   int len = 0;  // positions filled
+  bool bidirectional = false;  // set by decode() during a prefix-LM prefill only
 };
 
 class GPT {
@@ -164,12 +165,18 @@ class GPT {
   // d(params) into grads(). The LM head runs in chunks of rows (classifier_chunk_rows), each
   // turned into its gradient while it is hot, so the [B*T, V] logits never exist at once.
   // Returns the mean loss in nats.
+  //   targets [B,T]: a negative target is not counted (a loss mask): the mean and its gradient
+  //     run over the counted positions only (0 and no gradient when none is counted).
+  //   kv_range [B,T,2] (host, optional): the keys each query attends to, [lo, hi] inclusive
+  //     (backend.h; core/data/attention_mask.h builds it for document masks and prefix-LM);
+  //     null is causal attention.
   float forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T,
-                         float loss_scale);
+                         float loss_scale, const int32_t* kv_range = nullptr);
   // Runs the model on inputs [B,T]. With targets, returns the mean loss in nats (losses() per
   // position) and keeps the activations for backward(); without, returns 0 and leaves every
   // logit in logits() for sampling.
-  float forward(const int32_t* inputs, const int32_t* targets, int B, int T);
+  float forward(const int32_t* inputs, const int32_t* targets, int B, int T,
+                const int32_t* kv_range = nullptr);
   // Accumulates d(loss_scale * mean loss)/d(params) into grads(). Call after forward() with
   // targets. Recomputes the logits chunk by chunk (one more LM-head GEMM than forward_backward);
   // the gradients are bit-identical to forward_backward's.
@@ -177,7 +184,9 @@ class GPT {
   // Autoregressive decoding (tp 1): runs tokens[0:n] at positions cache.len.. through the same
   // blocks, attending to the cache and appending to it; returns the last position's logits in
   // host memory, f32 (padded_vocab() of them, the first vocab_size real).
-  const float* decode(const int32_t* tokens, int n, KVCache& cache);
+  // prefix: these n tokens are a prefix-LM prompt, read bidirectionally (each attends to all n);
+  // only as the first call on a cache. Later calls are causal.
+  const float* decode(const int32_t* tokens, int n, KVCache& cache, bool prefix = false);
   KVCache make_cache() const;
 
   const ModelConfig& config() const { return cfg_; }
@@ -243,6 +252,8 @@ class GPT {
   struct Acts {
     int B = 0, T = 0;
     bool has_targets = false;  // forward() with targets ran and backward() has not consumed it
+    int counted = 0;           // targets >= 0 of the last forward (the loss's denominator)
+    bool has_range = false;    // kv_range holds the last forward's attention key ranges
     DeviceBuffer x0;      // embedding output = residual stream entering block 0
     DeviceBuffer branch;  // a branch's output before the residual add (not needed by backward)
     DeviceBuffer rc_ln1, rc_ln2, rc_act;  // recompute: the current layer's norm / MLP act outputs
@@ -252,6 +263,7 @@ class GPT {
     // backward scratch
     DeviceBuffer dres, dbranch, dqkv, dfch, dact, dln;
     DeviceBuffer inputs, targets;  // int32
+    DeviceBuffer kv_range;         // int32 [B,T,2]
   };
   // The one description of the activation buffers: calls f(buffer, floats, part) for each.
   struct Shape;
@@ -267,8 +279,9 @@ class GPT {
 
   // The block, written once: forward (training, evaluation, or decoding against a cache),
   // its backward, and the pieces recompute rebuilds.
+  TensorView key_range() const;  // the last forward's kv_range on the device, or empty (causal)
   void forward_trunk(const int32_t* inputs, const int32_t* targets, int B, int T, int pos0 = 0,
-                     KVCache* cache = nullptr);
+                     KVCache* cache = nullptr, const int32_t* kv_range = nullptr);
   void block_forward(int l, TensorView x_in, int B, int T, int pos0, KVCache* cache);
   void block_attention(int l, int B, int T, int pos0, KVCache* cache);
   void mlp_activation(int l, int N);
@@ -308,6 +321,7 @@ class GPT {
   Weights w_, g_;
   Acts acts_;
   std::vector<float> losses_;      // [B,T] per-position losses of the last forward, host
+  std::vector<int32_t> host_targets_;  // [B,T] the last forward's targets, host
   std::vector<float> host_stage_;  // TP collectives and decode logits staged through the host
   std::vector<uint16_t> host_stage16_;
   DeviceBuffer device_stage_;  // bf16 activations widened to f32 for a device communicator

@@ -53,14 +53,15 @@ def expected_shapes(cfg):
     return shapes
 
 
-def forward_loss(p, cfg, inputs, targets):
+def forward_loss(p, cfg, inputs, targets, allowed=None):
     """Mean token cross-entropy of GPT-2 with parameters p (dict of tensors)."""
     idx = torch.tensor(inputs, dtype=torch.long)
     tgt = torch.tensor(targets, dtype=torch.long)
     B, T = idx.shape
     C, H, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
     hs = C // H
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    # allowed [B,T,T] (query, key): the masked variant's document and prefix-LM masks
+    causal = torch.ones(T, T, dtype=torch.bool).tril() if allowed is None else allowed[:, None]
     x = p["wte.weight"][idx] + p["wpe.weight"][:T]
     for i in range(cfg["n_layer"]):
         h = f"h.{i}."
@@ -76,7 +77,7 @@ def forward_loss(p, cfg, inputs, targets):
         x = x + m @ p[h + "mlp.c_proj.weight"] + p[h + "mlp.c_proj.bias"]
     x = F.layer_norm(x, (C,), p["ln_f.weight"], p["ln_f.bias"], eps)
     logits = x @ p["wte.weight"].t()
-    return F.cross_entropy(logits.reshape(B * T, -1), tgt.reshape(B * T))
+    return F.cross_entropy(logits.reshape(B * T, -1), tgt.reshape(B * T), ignore_index=-1)
 
 
 def decays(name):

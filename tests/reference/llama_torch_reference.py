@@ -119,7 +119,7 @@ def linear(x, p, name, bias):
     return y + p[name + ".bias"] if bias else y
 
 
-def forward_loss(p, cfg, inputs, targets):
+def forward_loss(p, cfg, inputs, targets, allowed=None):
     """Mean token cross-entropy of Llama with parameters p (dict of tensors)."""
     idx = torch.tensor(inputs, dtype=torch.long)
     tgt = torch.tensor(targets, dtype=torch.long)
@@ -127,7 +127,8 @@ def forward_loss(p, cfg, inputs, targets):
     H, Hkv, hs = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"]
     eps, bias = cfg["rms_norm_eps"], cfg["attention_bias"]
     cos, sin = rotary_cos_sin(T, hs, float(cfg["rope_theta"]))
-    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    # allowed [B,T,T] (query, key): the masked variant's document and prefix-LM masks
+    causal = torch.ones(T, T, dtype=torch.bool).tril() if allowed is None else allowed[:, None]
     x = p["model.embed_tokens.weight"][idx]
     for i in range(cfg["num_hidden_layers"]):
         h = f"model.layers.{i}."
@@ -150,7 +151,7 @@ def forward_loss(p, cfg, inputs, targets):
     x = rms_norm(x, p["model.norm.weight"], eps)
     head = p["model.embed_tokens.weight"] if cfg["tie_word_embeddings"] else p["lm_head.weight"]
     logits = x @ head.t()
-    return F.cross_entropy(logits.reshape(B * T, -1), tgt.reshape(B * T))
+    return F.cross_entropy(logits.reshape(B * T, -1), tgt.reshape(B * T), ignore_index=-1)
 
 
 def main(argv):

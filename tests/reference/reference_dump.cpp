@@ -1,6 +1,6 @@
 // Writes a tiny model, one batch's gradients and a 10-step AdamW trajectory for
 // gpt2_torch_reference.py / llama_torch_reference.py to replay in PyTorch (float64).
-// Usage: reference_dump OUTDIR [gpt2 | llama | llama-tied-bias]
+// Usage: reference_dump OUTDIR [gpt2 | llama | llama-tied-bias] [masked]
 //
 // The Llama variants use grouped-query attention (4 query heads sharing 2 kv heads), RoPE,
 // RMSNorm and SwiGLU; "llama" has an untied head and no biases (the family's defaults),
@@ -10,12 +10,19 @@
 // 128 (masking), gradient accumulation over 2 micro-batches, warmup + cosine schedule, and a
 // clip threshold the gradient norm crosses. Weights are perturbed away from the GPT-2 init
 // (LayerNorm gains and biases non-trivial) so no gradient is degenerate.
+//
+// "masked": the batches are packed prompt->completion documents (EOT = V-1 first, a prompt, a
+// completion) with a loss mask, trained with a document mask and prefix-LM: the targets of
+// prompt tokens are not counted (-1), the attention key ranges come from build_kv_range, and a
+// step weighs each micro-batch by its counted targets. reference.json then holds the raw
+// windows (tokens and loss mask, T+1 each) for the oracle to build its own boolean masks.
 #include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/common/rng.h"
+#include "core/data/attention_mask.h"
 #include "core/model/gpt.h"
 #include "core/model/hf_interchange.h"
 #include "core/optim/adamw.h"
@@ -36,12 +43,62 @@ void random_tokens(Rng& rng, int V, std::vector<int32_t>& in, std::vector<int32_
   for (auto& t : tgt) t = (int32_t)rng.below(V);
 }
 
+// A masked batch: B windows of T+1 packed documents [EOT, prompt..., completion...] with their
+// loss mask (1 = a completion token), and what the model gets from them.
+struct MaskedBatch {
+  std::vector<int32_t> window;  // [B, T+1]
+  std::vector<uint8_t> mask;    // [B, T+1]
+  std::vector<int32_t> in, tgt, range;
+};
+MaskedBatch masked_batch(Rng& rng, int V, int B, int T) {
+  const int32_t eot = V - 1;
+  MaskedBatch m;
+  for (int b = 0; b < B; b++) {
+    bool prompt = rng.below(2) == 0;
+    for (int t = 0; t <= T; t++) {
+      int32_t tok = (int32_t)rng.below(V - 1);
+      if (rng.below(7) == 0) tok = eot, prompt = true;  // a new document
+      else if (prompt && rng.below(4) == 0) prompt = false;
+      m.window.push_back(tok);
+      m.mask.push_back(tok != eot && !prompt ? 1 : 0);
+    }
+  }
+  m.in.resize((size_t)B * T), m.tgt.resize((size_t)B * T), m.range.resize(2 * (size_t)B * T);
+  std::vector<uint8_t> prefix(T);
+  for (int b = 0; b < B; b++) {
+    const int32_t* w = m.window.data() + (size_t)b * (T + 1);
+    const uint8_t* k = m.mask.data() + (size_t)b * (T + 1);
+    for (int t = 0; t < T; t++) {
+      m.in[(size_t)b * T + t] = w[t];
+      m.tgt[(size_t)b * T + t] = k[t + 1] ? w[t + 1] : -1;
+      prefix[t] = k[t] ? 0 : 1;
+    }
+    build_kv_range(m.in.data() + (size_t)b * T, prefix.data(), T, AttentionMaskSpec{true, true, eot},
+                   m.range.data() + 2 * (size_t)b * T);
+  }
+  return m;
+}
+
+nlohmann::json masked_json(const MaskedBatch& m, int B, int T) {
+  nlohmann::json j = {{"windows", rows(m.window, B, T + 1)}, {"loss_mask", nlohmann::json::array()}};
+  for (int b = 0; b < B; b++)
+    j["loss_mask"].push_back(std::vector<int>(m.mask.begin() + (size_t)b * (T + 1),
+                                              m.mask.begin() + (size_t)(b + 1) * (T + 1)));
+  return j;
+}
+
+double counted(const std::vector<int32_t>& tgt) {
+  return (double)std::count_if(tgt.begin(), tgt.end(), [](int32_t t) { return t >= 0; });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string variant = argc == 3 ? argv[2] : "gpt2";
-  if (argc < 2 || argc > 3 || (variant != "gpt2" && variant != "llama" && variant != "llama-tied-bias")) {
-    fprintf(stderr, "usage: reference_dump OUTDIR [gpt2 | llama | llama-tied-bias]\n");
+  const std::string variant = argc >= 3 ? argv[2] : "gpt2";
+  const bool masked = argc == 4 && std::string(argv[3]) == "masked";
+  if (argc < 2 || argc > 4 || (argc == 4 && !masked) ||
+      (variant != "gpt2" && variant != "llama" && variant != "llama-tied-bias")) {
+    fprintf(stderr, "usage: reference_dump OUTDIR [gpt2 | llama | llama-tied-bias] [masked]\n");
     return 2;
   }
   const std::string out = argv[1];
@@ -70,13 +127,21 @@ int main(int argc, char** argv) {
 
   // ---- one batch: loss and every gradient ----
   std::vector<int32_t> in(B * T), tgt(B * T);
-  random_tokens(rng, V, in, tgt);
+  MaskedBatch mb;
+  if (masked)
+    mb = masked_batch(rng, V, B, T), in = mb.in, tgt = mb.tgt;
+  else
+    random_tokens(rng, V, in, tgt);
   model.zero_grad();
-  const float loss = model.forward(in.data(), tgt.data(), B, T);
+  const float loss = model.forward(in.data(), tgt.data(), B, T, masked ? mb.range.data() : nullptr);
   model.backward(1.f);
   save_hf_safetensors(mc, model.grads(), out + "/grads.safetensors");
   nlohmann::json ref;
   ref["grad_check"] = {{"inputs", rows(in, B, T)}, {"targets", rows(tgt, B, T)}, {"loss", loss}};
+  if (masked) {
+    ref["masked"] = {{"eot", V - 1}, {"document_mask", true}, {"prefix_lm", true}};
+    ref["grad_check"]["masked"] = masked_json(mb, B, T);
+  }
 
   // ---- 10 AdamW steps with accumulation, schedule and clipping ----
   std::copy(initial.begin(), initial.end(), model.params());
@@ -89,7 +154,22 @@ int main(int argc, char** argv) {
     model.zero_grad();
     nlohmann::json micro = nlohmann::json::array();
     double step_loss = 0;
-    for (int k = 0; k < accum; k++) {
+    if (masked) {  // each micro-batch weighs its counted targets over the step's (train_loop.cpp)
+      MaskedBatch m[accum];
+      double total = 0;
+      for (int k = 0; k < accum; k++) m[k] = masked_batch(rng, V, B, T), total += counted(m[k].tgt);
+      for (int k = 0; k < accum; k++) {
+        const double w = counted(m[k].tgt) / total;
+        step_loss += model.forward(m[k].in.data(), m[k].tgt.data(), B, T, m[k].range.data()) * w;
+        model.backward((float)w);
+        nlohmann::json j = {{"inputs", rows(m[k].in, B, T)}, {"targets", rows(m[k].tgt, B, T)},
+                            {"weight", w}};
+        j["masked"] = masked_json(m[k], B, T);
+        micro.push_back(j);
+      }
+      step_loss *= accum;  // the step's loss below is step_loss / accum
+    }
+    for (int k = 0; k < accum && !masked; k++) {
       random_tokens(rng, V, in, tgt);
       step_loss += model.forward(in.data(), tgt.data(), B, T);
       model.backward(1.f / accum);

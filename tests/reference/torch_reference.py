@@ -88,6 +88,39 @@ def make_params(weights):
     return {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in weights.items()}
 
 
+MASK_FLAGS = None  # reference.json's "masked" section (eot, document_mask, prefix_lm), if any
+
+
+def allowed_keys(masked, flags):
+    """The masked variant's attention mask [B,T,T] (query, key), built independently of the
+    C++ key ranges from their definitions: a query sees the keys before it; with prefix-LM a
+    prompt token (loss mask 0) also sees every later token of its prompt (a run of prompt
+    tokens that an EOT starts); with a document mask nothing across an EOT (each EOT starts a
+    document)."""
+    windows = torch.tensor(masked["windows"], dtype=torch.long)[:, :-1]
+    prompt = torch.tensor(masked["loss_mask"], dtype=torch.long)[:, :-1] == 0
+    B, T = windows.shape
+    eot = windows == flags["eot"]
+    doc = torch.cumsum(eot.long(), dim=1)                  # document id per position
+    new_run = eot | ~prompt
+    run = torch.cumsum(new_run.long(), dim=1)              # prompt-run id per position
+    t = torch.arange(T)
+    allowed = (t[None, :, None] >= t[None, None, :]).expand(B, T, T).clone()
+    if flags["prefix_lm"]:
+        same_run = (run[:, :, None] == run[:, None, :]) & prompt[:, :, None] & prompt[:, None, :]
+        allowed |= same_run
+    if flags["document_mask"]:
+        allowed &= doc[:, :, None] == doc[:, None, :]
+    return allowed
+
+
+def extra_args(batch):
+    """forward_loss's mask argument for a batch of the masked variant, else nothing."""
+    if "masked" not in batch:
+        return {}
+    return {"allowed": allowed_keys(batch["masked"], MASK_FLAGS)}
+
+
 def rel(a, b):
     return abs(a - b) / max(abs(b), 1e-30)
 
@@ -95,7 +128,7 @@ def rel(a, b):
 def grad_check(forward_loss, cfg, weights, cpp_grads, gc, failures):
     """Check 1: loss and every gradient of reference.json's grad-check batch gc against the C++ ones."""
     p = make_params(weights)
-    loss = forward_loss(p, cfg, gc["inputs"], gc["targets"])
+    loss = forward_loss(p, cfg, gc["inputs"], gc["targets"], **extra_args(gc))
     loss.backward()
     loss_err = rel(gc["loss"], loss.item())
     print(f"grad check: cpp loss {gc['loss']:.8f}  torch loss {loss.item():.8f}  rel err {loss_err:.2e}")
@@ -164,10 +197,12 @@ def train_check(forward_loss, cfg, weights, tr, decays, failures, clip=clip_grad
         mbs = step["micro_batches"]
         losses = []
         for mb in mbs:
-            loss = forward_loss(p, cfg, mb["inputs"], mb["targets"])
-            (loss / len(mbs)).backward()
-            losses.append(loss.item())
-        step_loss = sum(losses) / len(losses)
+            loss = forward_loss(p, cfg, mb["inputs"], mb["targets"], **extra_args(mb))
+            # masked: each micro-batch weighs its counted targets (mean over the step's counted)
+            w = mb.get("weight", 1.0 / len(mbs))
+            (loss * w).backward()
+            losses.append(loss.item() * w)
+        step_loss = sum(losses)
         norm = clip(list(p.values()), tr["grad_clip"])
         for g in opt.param_groups:
             g["lr"] = step["lr"]
@@ -185,6 +220,8 @@ def train_check(forward_loss, cfg, weights, tr, decays, failures, clip=clip_grad
 
 def run_checks(forward_loss, cfg, weights, cpp_grads, ref, decays, failures, clip=clip_grad_norm):
     """Run both checks, print PASS or the failures (with those already in failures); return the exit status."""
+    global MASK_FLAGS
+    MASK_FLAGS = ref.get("masked")
     grad_check(forward_loss, cfg, weights, cpp_grads, ref["grad_check"], failures)
     if not ref["train"]["steps"]:
         failures.append("reference.json has no train steps")

@@ -79,18 +79,18 @@ TEST(Backend, RejectsAViewTooSmallForTheShape) {
   const int B = 1, T = 9, H = 4, Hkv = 2, hs = 6;
   std::vector<float> qkv((size_t)B * T * (H + 2 * Hkv) * hs), o((size_t)B * T * H * hs),
       lse((size_t)B * H * T);
-  be.attention_forward(f32(o), f32(lse), f32(qkv), B, T, H, Hkv, hs);
-  expect_rejected([&] { be.attention_forward(f32(o), f32(lse), f32(qkv), B, T, H, H, hs); },
+  be.attention_forward(f32(o), f32(lse), f32(qkv), B, T, H, Hkv, hs, {});
+  expect_rejected([&] { be.attention_forward(f32(o), f32(lse), f32(qkv), B, T, H, H, hs, {}); },
                   "attention_forward", "qkv", "needs");  // stated as MHA: 3 H hs per row
   expect_rejected([&] { be.attention_forward(f32(o), f32(lse), f32(qkv, qkv.size() - 1), B, T, H,
-                                             Hkv, hs); },
+                                             Hkv, hs, {}); },
                   "attention_forward", "qkv", "needs");  // one element short
   std::vector<float> dqkv(qkv.size());
   expect_rejected([&] { be.attention_backward(f32(dqkv, dqkv.size() - 1), f32(o), f32(qkv), f32(o),
-                                              f32(lse), B, T, H, Hkv, hs); },
+                                              f32(lse), B, T, H, Hkv, hs, {}); },
                   "attention_backward", "dqkv", "needs");
   expect_rejected([&] { be.attention_forward(f32(o), f32(lse, lse.size() - 1), f32(qkv), B, T, H,
-                                             Hkv, hs); },
+                                             Hkv, hs, {}); },
                   "attention_forward", "lse");
   std::vector<float> kc((size_t)T * Hkv * hs), q(H * hs);
   expect_rejected([&] { be.attention_decode(f32(o, H * hs), f32(q), f32(kc, kc.size() - 1),
@@ -110,10 +110,10 @@ TEST(Backend, RejectsAViewTooSmallForTheShape) {
 TEST(Backend, RejectsInconsistentHeadsAndRopeShapes) {
   Backend& be = cpu_backend();
   std::vector<float> buf(4096);
-  expect_rejected([&] { be.attention_forward(f32(buf), f32(buf), f32(buf), 1, 4, 4, 3, 4); },
+  expect_rejected([&] { be.attention_forward(f32(buf), f32(buf), f32(buf), 1, 4, 4, 3, 4, {}); },
                   "attention_forward", "Hkv");
   expect_rejected([&] { be.attention_backward(f32(buf), f32(buf), f32(buf), f32(buf), f32(buf), 1,
-                                              4, 4, 0, 4); },
+                                              4, 4, 0, 4, {}); },
                   "attention_backward", "Hkv");
   expect_rejected([&] { be.attention_decode(f32(buf), f32(buf), f32(buf), f32(buf), 0, 4, 2, 4); },
                   "attention_decode", "len");
@@ -228,11 +228,11 @@ TEST(Backend, LlamaOpsThroughTheTableEqualDirectCalls) {
   // Grouped-query attention: forward, backward, decode.
   auto dout = randn(N * C, 8);
   std::vector<float> o1(N * C), o2(N * C), l1(B * H * T), l2(B * H * T), dq1(N * ld), dq2(N * ld);
-  be.attention_forward(f32(o1), f32(l1), f32(qkv), B, T, H, Hkv, hs);
+  be.attention_forward(f32(o1), f32(l1), f32(qkv), B, T, H, Hkv, hs, {});
   cpu::attention_forward(o2.data(), l2.data(), qkv.data(), B, T, H, Hkv, hs);
   EXPECT_EQ(o1, o2);
   EXPECT_EQ(l1, l2);
-  be.attention_backward(f32(dq1), f32(dout), f32(qkv), f32(o1), f32(l1), B, T, H, Hkv, hs);
+  be.attention_backward(f32(dq1), f32(dout), f32(qkv), f32(o1), f32(l1), B, T, H, Hkv, hs, {});
   cpu::attention_backward(dq2.data(), dout.data(), qkv.data(), o2.data(), l2.data(), B, T, H, Hkv,
                           hs);
   EXPECT_EQ(dq1, dq2);

@@ -1,4 +1,6 @@
 // Causal multi-head self-attention, flash-style: the [T,T] probabilities never exist.
+// With a key range per query (document masks, prefix-LM: backend.h) the same loops visit only
+// the key blocks some query of the block sees, and each row only its own columns.
 //
 // Forward, per (batch, head) and per block of kQ queries: walk the keys in blocks of kK with an
 // online softmax -- keep each row's running max m and sum l, rescale the output accumulator by
@@ -26,14 +28,37 @@ namespace {
 constexpr int kQ = 64;   // query rows per block
 constexpr int kK = 256;  // keys per online-softmax step
 
-// The causal part of row t of a score block whose keys start at j0: columns [0, valid).
-inline int causal_cols(int t, int j0, int cols) { return std::clamp(t - j0 + 1, 0, cols); }
+// The keys query t of sequence b attends to, [lo, hi] inclusive: causal (0..t) without a range.
+struct KeyRange {
+  const int32_t* range;  // [B,T,2] or null
+  int T;
+  int lo(int b, int t) const { return range ? range[((size_t)b * T + t) * 2] : 0; }
+  int hi(int b, int t) const { return range ? range[((size_t)b * T + t) * 2 + 1] : t; }
+  // The keys any query of rows [i0, i0 + rows) sees: [first, end).
+  void block(int b, int i0, int rows, int* first, int* end) const {
+    if (!range) {
+      *first = 0, *end = i0 + rows;
+      return;
+    }
+    *first = T, *end = 0;
+    for (int r = 0; r < rows; r++) {
+      *first = std::min(*first, lo(b, i0 + r));
+      *end = std::max(*end, hi(b, i0 + r) + 1);
+    }
+  }
+  // Row t's visible columns of a score block whose keys start at j0: [c0, c1).
+  void cols(int b, int t, int j0, int cols, int* c0, int* c1) const {
+    *c0 = std::clamp(lo(b, t) - j0, 0, cols);
+    *c1 = std::clamp(hi(b, t) - j0 + 1, 0, cols);
+  }
+};
 
 }  // namespace
 
 void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H, int Hkv,
-                       int hs) {
+                       int hs, const int32_t* kv_range) {
   const int C = H * hs, ld = (H + 2 * Hkv) * hs, group = H / Hkv;
+  const KeyRange keys{kv_range, T};
   const float scale = 1.f / std::sqrt((float)hs);
 #pragma omp parallel
   {
@@ -46,27 +71,31 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
         const float* v = k + Hkv * hs;
         pack_transpose(Kt.data(), k, T, hs, ld);  // [hs, T]
         for (int i0 = 0; i0 < T; i0 += kQ) {
-          const int rows = std::min(kQ, T - i0), kv_end = i0 + rows;
+          const int rows = std::min(kQ, T - i0);
+          int kv_first, kv_end;
+          keys.block(b, i0, rows, &kv_first, &kv_end);
           std::fill(m.begin(), m.end(), -INFINITY);
           std::fill(l.begin(), l.end(), 0.f);
           std::fill(O.begin(), O.end(), 0.f);
-          for (int j0 = 0; j0 < kv_end; j0 += kK) {
+          for (int j0 = kv_first; j0 < kv_end; j0 += kK) {
             const int cols = std::min(kK, kv_end - j0);
             block_gemm(rows, cols, hs, scale, q + (size_t)i0 * ld, ld, Kt.data() + j0, T, S.data(),
                        cols, false);
             for (int r = 0; r < rows; r++) {
               float* s = S.data() + (size_t)r * cols;
-              const int valid = causal_cols(i0 + r, j0, cols);
+              int c0, c1;
+              keys.cols(b, i0 + r, j0, cols, &c0, &c1);
               float mx = m[r];
-              for (int c = 0; c < valid; c++) mx = std::max(mx, s[c]);
+              for (int c = c0; c < c1; c++) mx = std::max(mx, s[c]);
               float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-              for (int c = 0; c < valid; c++) {
+              for (int c = c0; c < c1; c++) {
                 s[c] = exp_approx(s[c] - mx);
                 sum += s[c];
               }
-              std::fill(s + valid, s + cols, 0.f);
-              if (valid == 0) continue;
+              std::fill(s, s + c0, 0.f);
+              std::fill(s + std::max(c0, c1), s + cols, 0.f);
+              if (c1 <= c0) continue;
               const float corr = m[r] == -INFINITY ? 0.f : exp_approx(m[r] - mx);
               if (corr != 1.f)
                 for (int d = 0; d < hs; d++) O[(size_t)r * hs + d] *= corr;
@@ -88,8 +117,10 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                        const float* lse, int B, int T, int H, int Hkv, int hs) {
+                        const float* lse, int B, int T, int H, int Hkv, int hs,
+                        const int32_t* kv_range) {
   const int C = H * hs, ld = (H + 2 * Hkv) * hs, group = H / Hkv;
+  const KeyRange keys{kv_range, T};
   const float scale = 1.f / std::sqrt((float)hs);
 #pragma omp parallel
   {
@@ -118,19 +149,23 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
           D[t] = d;
         }
         for (int i0 = 0; i0 < T; i0 += kQ) {
-          const int rows = std::min(kQ, T - i0), kv_end = i0 + rows;
+          const int rows = std::min(kQ, T - i0);
+          int kv_first, kv_end;
+          keys.block(b, i0, rows, &kv_first, &kv_end);
           std::fill(dQ.begin(), dQ.end(), 0.f);
-          for (int j0 = 0; j0 < kv_end; j0 += kK) {
+          for (int j0 = kv_first; j0 < kv_end; j0 += kK) {
             const int cols = std::min(kK, kv_end - j0);
             block_gemm(rows, cols, hs, scale, q + (size_t)i0 * ld, ld, Kt.data() + j0, T, P.data(),
                        cols, false);
             for (int r = 0; r < rows; r++) {
               float* p = P.data() + (size_t)r * cols;
-              const int valid = causal_cols(i0 + r, j0, cols);
+              int c0, c1;
+              keys.cols(b, i0 + r, j0, cols, &c0, &c1);
               const float shift = row_lse[i0 + r];
 #pragma omp simd
-              for (int c = 0; c < valid; c++) p[c] = exp_approx(p[c] - shift);
-              std::fill(p + valid, p + cols, 0.f);
+              for (int c = c0; c < c1; c++) p[c] = exp_approx(p[c] - shift);
+              std::fill(p, p + c0, 0.f);
+              std::fill(p + std::max(c0, c1), p + cols, 0.f);
             }
             pack_transpose(Pt.data(), P.data(), rows, cols, cols);  // [cols, rows]
             block_gemm(cols, hs, rows, 1.f, Pt.data(), rows, dO + (size_t)i0 * C, C,

@@ -56,6 +56,18 @@ const int32_t* I(const TensorView& v, size_t need, const char* op, const char* a
   return static_cast<const int32_t*>(v.data);
 }
 size_t z(int a, int b) { return (size_t)a * (size_t)b; }
+// An attention key range [B*T, 2] (backend.h), checked: a bad range would read outside the rows.
+const int32_t* key_ranges(const TensorView& v, size_t N, int T, const char* op) {
+  if (v.empty()) return nullptr;
+  const int32_t* r = I(v, 2 * N, op, "kv_range");
+  for (size_t i = 0; i < N; i++) {
+    const int t = (int)(i % (size_t)T);
+    CR_CHECK(0 <= r[2 * i] && r[2 * i] <= t && t <= r[2 * i + 1] && r[2 * i + 1] < T,
+             "{}: kv_range of row {} is [{}, {}], needs lo <= {} <= hi < {}", op, i, r[2 * i],
+             r[2 * i + 1], t, T);
+  }
+  return r;
+}
 // The embedding rows a (vocabulary-parallel) table must hold: vocab_count of them, at least one.
 size_t rows(int vocab_count, int C) {
   return z(std::max(1, vocab_count == INT32_MAX ? 1 : vocab_count), C);
@@ -278,17 +290,19 @@ class CpuBackend final : public Backend {
   }
 
   void attention_forward(TensorView out, TensorView lse, TensorView qkv, int B, int T, int H,
-                         int Hkv, int hs) override {
+                         int Hkv, int hs, TensorView kv_range) override {
     Bf16Stage st(__func__);
     st.out("out", out).in("qkv", qkv);
     const char* op = "attention_forward";
     CR_CHECK(Hkv > 0 && H % Hkv == 0, "{}: H {} is not a multiple of Hkv {}", op, H, Hkv);
     const size_t N = z(B, T);
     cpu::attention_forward(F(out, N * H * hs, op, "out"), F(lse, N * H, op, "lse"),
-                           F(qkv, N * (H + 2 * Hkv) * hs, op, "qkv"), B, T, H, Hkv, hs);
+                           F(qkv, N * (H + 2 * Hkv) * hs, op, "qkv"), B, T, H, Hkv, hs,
+                           key_ranges(kv_range, N, T, op));
   }
   void attention_backward(TensorView dqkv, TensorView dout, TensorView qkv, TensorView out,
-                          TensorView lse, int B, int T, int H, int Hkv, int hs) override {
+                          TensorView lse, int B, int T, int H, int Hkv, int hs,
+                          TensorView kv_range) override {
     Bf16Stage st(__func__);
     st.out("dqkv", dqkv).in("dout", dout, "qkv", qkv, "out", out);
     const char* op = "attention_backward";
@@ -296,7 +310,8 @@ class CpuBackend final : public Backend {
     const size_t N = z(B, T), ld = (size_t)(H + 2 * Hkv) * hs;
     cpu::attention_backward(F(dqkv, N * ld, op, "dqkv"), F(dout, N * H * hs, op, "dout"),
                             F(qkv, N * ld, op, "qkv"), F(out, N * H * hs, op, "out"),
-                            F(lse, N * H, op, "lse"), B, T, H, Hkv, hs);
+                            F(lse, N * H, op, "lse"), B, T, H, Hkv, hs,
+                            key_ranges(kv_range, N, T, op));
   }
   void attention_decode(TensorView out, TensorView q, TensorView kcache, TensorView vcache,
                         int len, int H, int Hkv, int hs) override {

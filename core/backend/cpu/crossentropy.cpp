@@ -64,6 +64,10 @@ void crossentropy_backward(float* dlogits, const float* logits, const float* row
   for (int n = 0; n < N; n++) {
     const float* l = logits + (size_t)n * Vl;
     float* d = dlogits + (size_t)n * Vl;
+    if (targets[n] < 0) {  // not counted: no gradient
+      std::fill(d, d + Vl, 0.f);
+      continue;
+    }
     const float mx = row_max[n];
     const float scale = dloss / sums[n];
     scaled_exp(d, l, n_valid, mx, scale);
@@ -79,7 +83,7 @@ void crossentropy_forward_backward(float* losses, float* dlogits, const float* l
   crossentropy_row_max(row_max.data(), logits, N, Vp, V);
   crossentropy_row_sums(sums.data(), logits, row_max.data(), targets, N, Vp, 0, V);
   for (int n = 0; n < N; n++)
-    losses[n] = (float)(std::log((double)sums[n]) + row_max[n] - sums[N + n]);
+    losses[n] = targets[n] < 0 ? 0.f : (float)(std::log((double)sums[n]) + row_max[n] - sums[N + n]);
   if (dlogits)
     crossentropy_backward(dlogits, logits, row_max.data(), sums.data(), targets, N, Vp, 0, V,
                           dloss);

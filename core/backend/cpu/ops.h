@@ -81,11 +81,14 @@ void swiglu_backward(float* dinp, const float* inp, const float* dout, int N, in
 // K/V per query head). out is [B,T,H hs]. Flash-style (see attention.cpp): lse [B,H,T] receives
 // each query's log-sum-exp of its scaled scores, which is all backward needs besides q, k, v and
 // out; no [T,T] matrix is stored. Multi-head attention is Hkv = H.
+// kv_range (optional) [B,T,2]: query t of sequence b attends to keys [lo, hi] inclusive instead
+// of [0, t], with 0 <= lo <= t <= hi < T (document masks, prefix-LM; see backend.h).
 void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int H, int Hkv,
-                       int hs);
+                       int hs, const int32_t* kv_range = nullptr);
 // dqkv (same layout as qkv) is overwritten.
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                        const float* lse, int B, int T, int H, int Hkv, int hs);
+                        const float* lse, int B, int T, int H, int Hkv, int hs,
+                        const int32_t* kv_range = nullptr);
 // Multi-head attention over qkv [B,T,3C] (Hkv = H, hs = C / H).
 inline void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int H) {
   attention_forward(out, lse, qkv, B, T, H, H, C / H);
@@ -104,7 +107,8 @@ void residual_forward(float* out, const float* a, const float* b, size_t n);
 
 // Fused softmax + cross-entropy over the first V of Vp logits per row (the padding columns are
 // masked out: they get probability 0 and gradient 0). losses[N] receives -log p[target].
-// When dlogits is non-null it receives (softmax - onehot) * dloss; it may alias logits.
+// When dlogits is non-null it receives (softmax - onehot) * dloss; it may alias logits. A
+// negative target is not counted: loss 0, gradient row 0.
 void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                    const int32_t* targets, int N, int V, int Vp, float dloss);
 
@@ -118,7 +122,8 @@ void crossentropy_row_max(float* row_max, const float* logits, int N, int Vl, in
 // shard holds it, else 0.
 void crossentropy_row_sums(float* sums, const float* logits, const float* row_max,
                            const int32_t* targets, int N, int Vl, int v0, int n_valid);
-// dlogits = (softmax - onehot) * dloss on real columns, 0 on padding; may alias logits.
+// dlogits = (softmax - onehot) * dloss on real columns, 0 on padding; may alias logits. A row
+// whose target is negative is not counted (ignore_index): its dlogits row is 0.
 void crossentropy_backward(float* dlogits, const float* logits, const float* row_max,
                            const float* sums, const int32_t* targets, int N, int Vl, int v0,
                            int n_valid, float dloss);

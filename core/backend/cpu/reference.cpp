@@ -12,7 +12,8 @@ constexpr float kSqrt2OverPi = 0.7978845608028654f;
 constexpr float kCubic = 0.044715f;
 }  // namespace
 
-void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int H) {
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int H,
+                       const int32_t* kv_range) {
   const int hs = C / H;
   const size_t C3 = 3 * (size_t)C;
   const float scale = 1.f / std::sqrt((float)hs);
@@ -23,8 +24,11 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
       for (int t = 0; t < T; t++) {
         const float* q = base + t * C3 + h * hs;
         float* p = att + (((size_t)b * H + h) * T + t) * T;
+        const size_t bt = (size_t)b * T + t;
+        const int lo = kv_range ? kv_range[2 * bt] : 0, hi = kv_range ? kv_range[2 * bt + 1] : t;
+        for (int s = 0; s < T; s++) p[s] = 0.f;
         float mx = -INFINITY;
-        for (int s = 0; s <= t; s++) {
+        for (int s = lo; s <= hi; s++) {
           const float* k = base + s * C3 + C + h * hs;
           float dot = 0.f;
           for (int i = 0; i < hs; i++) dot += q[i] * k[i];
@@ -32,16 +36,15 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
           mx = std::max(mx, p[s]);
         }
         float sum = 0.f;
-        for (int s = 0; s <= t; s++) {
+        for (int s = lo; s <= hi; s++) {
           p[s] = std::exp(p[s] - mx);
           sum += p[s];
         }
         float inv = 1.f / sum;
-        for (int s = 0; s <= t; s++) p[s] *= inv;
-        for (int s = t + 1; s < T; s++) p[s] = 0.f;
+        for (int s = lo; s <= hi; s++) p[s] *= inv;
         float* o = out + ((size_t)b * T + t) * C + h * hs;
         for (int i = 0; i < hs; i++) o[i] = 0.f;
-        for (int s = 0; s <= t; s++) {
+        for (int s = lo; s <= hi; s++) {
           const float* v = base + s * C3 + 2 * C + h * hs;
           for (int i = 0; i < hs; i++) o[i] += p[s] * v[i];
         }
@@ -51,6 +54,7 @@ void attention_forward(float* out, float* att, const float* qkv, int B, int T, i
 
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
                         int B, int T, int C, int H) {
+  // att is zero outside each query's keys, so the loops run over every key.
   const int hs = C / H;
   const size_t C3 = 3 * (size_t)C;
   const float scale = 1.f / std::sqrt((float)hs);
@@ -68,7 +72,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
           const float* p = att + (((size_t)b * H + h) * T + t) * T;
           const float* dy = dout + ((size_t)b * T + t) * C + h * hs;
           float pdp = 0.f;
-          for (int s = 0; s <= t; s++) {
+          for (int s = 0; s < T; s++) {
             const float* v = base + s * C3 + 2 * C + h * hs;
             float* dv = dbase + s * C3 + 2 * C + h * hs;
             float d = 0.f;
@@ -81,7 +85,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
           }
           const float* q = base + t * C3 + h * hs;
           float* dq = dbase + t * C3 + h * hs;
-          for (int s = 0; s <= t; s++) {
+          for (int s = 0; s < T; s++) {
             float ds = p[s] * (dp[s] - pdp) * scale;  // softmax backward, then the 1/sqrt(hs)
             const float* k = base + s * C3 + C + h * hs;
             float* dk = dbase + s * C3 + C + h * hs;

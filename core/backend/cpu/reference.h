@@ -4,11 +4,14 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace cr::cpu::ref {
 
-// out [B,T,C]; att [B,H,T,T] receives the probabilities (zero above the diagonal).
-void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int H);
+// out [B,T,C]; att [B,H,T,T] receives the probabilities (zero above the diagonal, or outside
+// each query's keys [lo, hi] of kv_range [B,T,2] when given: backend.h).
+void attention_forward(float* out, float* att, const float* qkv, int B, int T, int C, int H,
+                       const int32_t* kv_range = nullptr);
 // dqkv is overwritten.
 void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* att,
                         int B, int T, int C, int H);
