@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <set>
 
 #include "core/common/error.h"
@@ -313,12 +314,26 @@ std::vector<float> load_hf_init(const ModelConfig& cfg, const std::string& path)
   return full;
 }
 
-void export_hf_model(const GPT& model, const std::string& dir) {
+void export_hf_model(const GPT& model, const std::string& dir, const Tokenizer* tokenizer) {
   fs::create_directories(dir);
   save_hf_safetensors(model.config(), model.params(), dir + "/model.safetensors");
   const std::string cfg_path = dir + "/config.json";
   std::ofstream(cfg_path + ".tmp") << hf_config_json(model.config()).dump(2) << "\n";
   fs::rename(cfg_path + ".tmp", cfg_path);
+
+  std::optional<Tokenizer> run_tokenizer;
+  const fs::path run_file = fs::path(dir) / "tokenizer.chainrule.json";  // kRunTokenizerFile
+  if (!tokenizer && fs::exists(run_file))
+    tokenizer = &run_tokenizer.emplace(Tokenizer::load(run_file.string()));
+  if (tokenizer && tokenizer->kind() == Tokenizer::Kind::HF) {
+    const std::string path = dir + "/tokenizer.json";
+    {
+      std::ofstream out(path + ".tmp", std::ios::binary);
+      out << tokenizer->hf_tokenizer_json();
+      if (!out.flush()) CR_INPUT_ERROR("{}: cannot write", path + ".tmp");
+    }
+    fs::rename(path + ".tmp", path);
+  }
 }
 
 }  // namespace cr

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/data/tokenizer.h"
 #include "core/model/gpt.h"
 
 namespace cr {
@@ -37,7 +38,12 @@ void load_hf_safetensors(const ModelConfig& cfg, float* flat, const std::string&
 // naming the key otherwise); a longer context is cropped to cfg.block_size, as nanoGPT does.
 std::vector<float> load_hf_init(const ModelConfig& cfg, const std::string& path);
 
-// Writes DIR/model.safetensors and DIR/config.json (a whole, tp 1 model).
-void export_hf_model(const GPT& model, const std::string& dir);
+// Writes DIR/model.safetensors and DIR/config.json (a whole, tp 1 model), and DIR/tokenizer.json
+// when the tokenizer is a Hugging Face one (hf:): its original tokenizer.json text, so
+// AutoTokenizer loads the export. With `tokenizer` null, a run dir's own tokenizer
+// (DIR/tokenizer.chainrule.json, written at the start of training) is used where present. Other
+// tokenizers (byte, char, sp) have no tokenizer.json form and write none.
+void export_hf_model(const GPT& model, const std::string& dir,
+                     const Tokenizer* tokenizer = nullptr);
 
 }  // namespace cr

@@ -28,6 +28,7 @@ PINS=(
   packaging==24.0
   regex==2024.4.28
   tqdm==4.66.4
+  sentencepiece==0.1.99    # tokenizer parity (libsentencepiece-dev is 0.1.97); no dependencies
 )
 # From Debian (python3-torch, python3-numpy and their dependencies, system site-packages): torch,
 # numpy, PyYAML, requests, typing_extensions. The final check below proves every requirement of
