@@ -2,13 +2,15 @@
 // the CUDA emulator against cr::cpu::crossentropy_row_max / _row_sums / _backward: ragged shards
 // (Vl not a multiple of the 256-thread block, padding columns past n_valid holding large logits
 // that must be ignored, a shard with no real column), v0 != 0 as on a vocabulary-parallel rank,
-// targets inside the shard, in its padding and outside it, dlogits aliasing logits, f32 and bf16
-// logits. Outputs are poisoned with NaN first, so an element a kernel forgets fails.
+// targets inside the shard, in its padding and outside it, negative targets (not counted: zero
+// gradient row), dlogits aliasing logits, f32 and bf16 logits. Outputs are poisoned with NaN
+// first, so an element a kernel forgets fails.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -54,14 +56,15 @@ std::vector<float> random_logits(const Shape& s, uint64_t seed) {
   return l;
 }
 
-// Targets across [v0 - Vl, v0 + 2 Vl), plus the edge cases of the shard in the first rows: its
-// first column, its last real column, its first padding column, the column just before it.
+// Targets across [v0 - Vl, v0 + 2 Vl) (negative ones, not counted, where v0 < Vl), plus the edge
+// cases of the shard in the first rows: its first column, its last real column, its first
+// padding column, the column just before it, and the ignore index -1.
 std::vector<int32_t> random_targets(const Shape& s, uint64_t seed) {
   cr::Rng rng(seed);
   std::vector<int32_t> y(s.N);
   for (auto& t : y) t = s.v0 - s.Vl + (int32_t)rng.below(3 * (uint64_t)s.Vl);
-  const int32_t edges[] = {s.v0, s.v0 + s.n_valid - 1, s.v0 + s.n_valid, s.v0 - 1};
-  for (int k = 0; k < 4 && k < s.N; k++) y[k] = edges[k];
+  const int32_t edges[] = {s.v0, s.v0 + s.n_valid - 1, s.v0 + s.n_valid, s.v0 - 1, -1};
+  for (int k = 0; k < 5 && k < s.N; k++) y[k] = edges[k];
   return y;
 }
 
@@ -123,6 +126,38 @@ TEST(EmuCrossEntropy, Bf16) {
   uint64_t seed = 101;
   for (const Shape& s : kShapes) check<bf16>(s, seed += 10, false);
 }
+// A negative target (the ignore index; -100 is PyTorch's default; INT32_MIN must not overflow
+// target - v0 into the shard) gets target logit 0 and an all-zero gradient row, in place too;
+// the same rows with counted targets are not zero (the negative control).
+TEST(EmuCrossEntropy, IgnoredTargetsGetZeroGradient) {
+  const Shape s{6, 300, 297, 0};
+  const std::vector<int32_t> ignored = {-1, 5, -100, std::numeric_limits<int32_t>::min(), 296, -2};
+  for (bool in_place : {false, true}) {
+    SCOPED_TRACE(in_place ? "in place" : "separate dlogits");
+    const std::vector<float> l = random_logits(s, 301);
+    std::vector<float> logits = l, row_max(s.N), sums(2 * (size_t)s.N, NAN);
+    cr::cuda::run_crossentropy_row_max(kLaunch, row_max.data(), logits.data(), s.N, s.Vl,
+                                       s.n_valid);
+    cr::cuda::run_crossentropy_row_sums(kLaunch, sums.data(), logits.data(), row_max.data(),
+                                        ignored.data(), s.N, s.Vl, s.v0, s.n_valid);
+    for (int n = 0; n < s.N; n++) {
+      if (ignored[n] < 0) EXPECT_EQ(sums[s.N + n], 0.f) << "target logit of row " << n;
+    }
+    std::vector<float> dbuf(l.size(), NAN);
+    float* d = in_place ? logits.data() : dbuf.data();
+    cr::cuda::run_crossentropy_backward(kLaunch, d, logits.data(), row_max.data(), sums.data(),
+                                        ignored.data(), s.N, s.Vl, s.v0, s.n_valid, 0.25f);
+    for (int n = 0; n < s.N; n++) {
+      size_t nonzero = 0;
+      for (int i = 0; i < s.Vl; i++) nonzero += d[(size_t)n * s.Vl + i] != 0.f;
+      if (ignored[n] < 0)
+        EXPECT_EQ(nonzero, 0u) << "row " << n << " (target " << ignored[n] << ")";
+      else
+        EXPECT_EQ(nonzero, (size_t)s.n_valid) << "row " << n;  // softmax > 0 on every real column
+    }
+  }
+}
+
 TEST(EmuCrossEntropy, InPlaceGradient) {
   const Shape s{6, 1000, 997, 2000};  // few rows: the emulator's time goes with blocks
   check<float>(s, 201, true);

@@ -468,22 +468,36 @@ struct AttnShape {
 const AttnShape kAttn[] = {{2, 45, 4, 2, 64}, {1, 77, 3, 3, 64}};
 
 // Runs forward and backward of one implementation on the GPU against the CPU; returns the GPU
-// outputs (out, lse, dqkv) for the cuDNN-vs-ours comparison.
+// outputs (out, lse, dqkv) for the cuDNN-vs-ours comparison. With `range` ([B,T,2] key ranges,
+// backend.h) both sides get it as kv_range.
 struct AttnOut {
   std::vector<float> out, lse, dqkv;
 };
-AttnOut attention_case(const AttnShape& s, DType t, const char* impl, uint64_t seed_salt) {
+// The kv_range tensor of a case (empty views without a range).
+struct RangeArg {
+  TensorView c, g;
+};
+RangeArg range_arg(Case& k, const std::vector<int32_t>* range) {
+  if (!range) return {};
+  Pair& p = k.ids("kv_range", range->size(), 0, 1);
+  p.ids = *range;
+  p.upload();
+  return {p.c(), p.g()};
+}
+AttnOut attention_case(const AttnShape& s, DType t, const char* impl, uint64_t seed_salt,
+                       const std::vector<int32_t>* range = nullptr, const char* mask = "") {
   const size_t rows = (size_t)s.B * s.T, qkv_n = rows * (s.H + 2 * s.Hkv) * s.hs;
   const size_t out_n = rows * s.H * s.hs, lse_n = (size_t)s.B * s.H * s.T;
   AttnOut r;
-  const std::string suffix = std::string(".") + impl + (s.H == s.Hkv ? ".mha" : ".gqa");
+  const std::string suffix = std::string(".") + impl + (s.H == s.Hkv ? ".mha" : ".gqa") + mask;
   {
     Case k("attention_forward" + suffix, t);
     k.rng().seed(g_seed + seed_salt);  // the same inputs for both implementations
     k.input("qkv", qkv_n, true, -2, 2);
     k.output("out", out_n, true), k.output("lse", lse_n, false);
-    cpu().attention_forward(k["out"].c(), k["lse"].c(), k["qkv"].c(), s.B, s.T, s.H, s.Hkv, s.hs);
-    gpu().attention_forward(k["out"].g(), k["lse"].g(), k["qkv"].g(), s.B, s.T, s.H, s.Hkv, s.hs);
+    const RangeArg kr = range_arg(k, range);
+    cpu().attention_forward(k["out"].c(), k["lse"].c(), k["qkv"].c(), s.B, s.T, s.H, s.Hkv, s.hs, kr.c);
+    gpu().attention_forward(k["out"].g(), k["lse"].g(), k["qkv"].g(), s.B, s.T, s.H, s.Hkv, s.hs, kr.g);
     k.check();
     r.out = k["out"].read(), r.lse = k["lse"].read();
   }
@@ -491,15 +505,16 @@ AttnOut attention_case(const AttnShape& s, DType t, const char* impl, uint64_t s
     Case k("attention_backward" + suffix, t);
     k.rng().seed(g_seed + seed_salt + 1);
     Pair& qkv = k.input("qkv", qkv_n, true, -2, 2);
+    const RangeArg kr = range_arg(k, range);
     // out and lse from the CPU forward (out rounded to bf16 like a bf16 forward stores it).
     std::vector<float> out(out_n), lse(lse_n);
     cpu().attention_forward(TensorView::f32(out.data(), {(int64_t)out_n}), TensorView::f32(lse.data(), {(int64_t)lse_n}),
-                            qkv.c(), s.B, s.T, s.H, s.Hkv, s.hs);
+                            qkv.c(), s.B, s.T, s.H, s.Hkv, s.hs, kr.c);
     k.given("out", out, true), k.given("lse", lse, false);
     k.input("dout", out_n, true);
     k.output("dqkv", qkv_n, true);
-    cpu().attention_backward(k["dqkv"].c(), k["dout"].c(), k["qkv"].c(), k["out"].c(), k["lse"].c(), s.B, s.T, s.H, s.Hkv, s.hs);
-    gpu().attention_backward(k["dqkv"].g(), k["dout"].g(), k["qkv"].g(), k["out"].g(), k["lse"].g(), s.B, s.T, s.H, s.Hkv, s.hs);
+    cpu().attention_backward(k["dqkv"].c(), k["dout"].c(), k["qkv"].c(), k["out"].c(), k["lse"].c(), s.B, s.T, s.H, s.Hkv, s.hs, kr.c);
+    gpu().attention_backward(k["dqkv"].g(), k["dout"].g(), k["qkv"].g(), k["out"].g(), k["lse"].g(), s.B, s.T, s.H, s.Hkv, s.hs, kr.g);
     k.check();
     r.dqkv = k["dqkv"].read();
   }
@@ -533,6 +548,49 @@ TEST(GpuOps, Attention) {
       for (const Pairing& p : pairs)
         k.report(std::string(p.op) + ".cudnn_vs_ours" + tag + "." + p.name, compare(*p.a, *p.b), p.name);
     }
+}
+
+// Key ranges (document mask, prefix-LM) run our kernels under Auto too, in f32 and bf16, against
+// the CPU; forcing cuDNN with a range is an error naming the range.
+// Ranges: documents of 13 tokens; prefix-LM prompts are each document's first 9 (prompt tokens
+// see the whole prompt, keys after them included).
+std::vector<int32_t> attention_ranges(const AttnShape& s, bool prefix_lm) {
+  std::vector<int32_t> r(2 * (size_t)s.B * s.T);
+  for (int b = 0; b < s.B; b++)
+    for (int t = 0; t < s.T; t++) {
+      const int d0 = (t + 5 * b) / 13 * 13 - 5 * b;  // documents offset per sequence
+      const int start = std::max(d0, 0), prompt_end = std::min(d0 + 8, s.T - 1);
+      int32_t* row = r.data() + 2 * ((size_t)b * s.T + t);
+      row[0] = start;
+      row[1] = prefix_lm && t <= prompt_end ? prompt_end : t;
+    }
+  return r;
+}
+
+TEST(GpuOps, AttentionMasked) {
+  const AttnShape s = kAttn[0];
+  for (DType t : dtypes())
+    for (bool prefix_lm : {false, true}) {
+      const std::vector<int32_t> range = attention_ranges(s, prefix_lm);
+      select_attention(Attn::Auto);
+      attention_case(s, t, "auto", (uint64_t)s.T * 131 + 7, &range,
+                     prefix_lm ? ".prefix_lm" : ".document");
+    }
+  if (!select_attention(Attn::Cudnn)) return;
+  const std::vector<int32_t> range = attention_ranges(s, true);
+  DeviceBuffer qkv(gpu().allocator(), DType::BF16, (size_t)s.B * s.T * (s.H + 2 * s.Hkv) * s.hs);
+  DeviceBuffer out(gpu().allocator(), DType::BF16, (size_t)s.B * s.T * s.H * s.hs);
+  DeviceBuffer lse(gpu().allocator(), DType::F32, (size_t)s.B * s.H * s.T);
+  DeviceBuffer kr(gpu().allocator(), DType::I32, range.size());
+  gpu().copy(kr.view(), TensorView::i32(const_cast<int32_t*>(range.data()), {(int64_t)range.size()}));
+  std::string what;
+  try {
+    gpu().attention_forward(out.view(), lse.view(), qkv.view(), s.B, s.T, s.H, s.Hkv, s.hs, kr.view());
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  select_attention(Attn::Auto);
+  EXPECT_NE(what.find("kv_range"), std::string::npos) << what;
 }
 
 TEST(GpuOps, AttentionDecode) {
@@ -664,6 +722,8 @@ TEST(GpuOps, CrossEntropy) {
       Case k("crossentropy_row_sums" + tag, t);
       k.given("logits", logits, true);
       Pair& tg = k.ids("targets", N, 0, V);
+      tg.ids[3] = -1, tg.ids[10] = -100;  // not counted: target logit 0, zero gradient row
+      tg.upload();
       targets = tg.ids;
       std::vector<float> row_max(N);
       cpu().crossentropy_row_max(TensorView::f32(row_max.data(), {N}), k["logits"].c(), N, Vl, n_valid);

@@ -1,12 +1,15 @@
-// CudaBackend::attention_forward / _backward / _decode: causal grouped-query attention on the
-// backend's stream, semantics exactly cr::cpu::attention_* (cpu/ops.h).
+// CudaBackend::attention_forward / _backward / _decode: grouped-query attention on the backend's
+// stream, causal or over a key range per query (kv_range, backend.h), semantics exactly
+// cr::cpu::attention_* (cpu/ops.h).
 //
-// bf16 forward and backward go through cuDNN's fused flash attention (SDPA graphs of the cuDNN
-// frontend, header-only, fetched by deploy/fetch_cudnn_frontend.sh; CR_HAVE_CUDNN_FRONTEND says
-// whether this build has it). Our attention.cuh kernels run everything else: f32 (cuDNN SDPA
-// needs 16-bit inputs), decode (one query row: nothing for a fused kernel to win), a build
-// without the frontend, and any call cuDNN rejects at run time (head size, GPU, alignment), after
-// one warning line. set_attention_impl forces one side so GPU tests can compare them.
+// Causal bf16 forward and backward go through cuDNN's fused flash attention (SDPA graphs of the
+// cuDNN frontend, header-only, fetched by deploy/fetch_cudnn_frontend.sh; CR_HAVE_CUDNN_FRONTEND
+// says whether this build has it). Our attention.cuh kernels run everything else: f32 (cuDNN
+// SDPA needs 16-bit inputs), a kv_range (document masks and prefix-LM: our graphs are causal
+// only; expressing per-query ranges would need cuDNN's ragged/bias inputs, which is not done),
+// decode (one query row: nothing for a fused kernel to win), a build without the frontend, and
+// any call cuDNN rejects at run time (head size, GPU, alignment), after one warning line.
+// set_attention_impl forces one side so GPU tests can compare them.
 //
 // The packed layouts map onto cuDNN's [B, heads, T, hs] tensors by strides alone, so no copy:
 //   Q of qkv [B,T,(H + 2 Hkv) hs]: dims [B,H,T,hs]   strides [T row, hs, row, 1], row = (H+2Hkv) hs
@@ -72,6 +75,22 @@ AttnShape attn_shape(const char* op, const TensorView& qkv, int B, int T, int H,
   CR_CHECK(hs >= 1 && hs <= attention_detail::kMaxHeadSize, "{}: head size hs={} not in [1, {}]",
            op, hs, attention_detail::kMaxHeadSize);
   return AttnShape{B, T, H, Hkv, hs, compute_dtype(qkv, op, "qkv")};
+}
+
+// kv_range int32 [B,T,2] on this GPU, or nullptr when the view is empty (causal). Its values are
+// not checked here (that would cost a device-to-host copy); the kernels clamp them into
+// 0 <= lo <= t <= hi < T, so a bad range cannot read outside the sequence.
+const int* key_ranges(const TensorView& kv_range, const AttnShape& s, const char* op) {
+  if (kv_range.empty()) return nullptr;
+  return cuda_ptr<int>(kv_range, DType::I32, 2 * (size_t)s.B * s.T, op, "kv_range");
+}
+
+// A key range runs our kernels: forcing cuDNN with one is an error, not a silent switch.
+void check_range_impl(CudaBackend::AttentionImpl impl, const char* op, const AttnShape& s) {
+  CR_CHECK(impl != CudaBackend::AttentionImpl::Cudnn,
+           "{}: cuDNN attention forced for {}, but a kv_range (document mask / prefix-LM) runs "
+           "only on our attention kernels: the cuDNN SDPA graphs here are causal only", op,
+           s.str());
 }
 
 }  // namespace
@@ -414,23 +433,25 @@ bool cudnn_backward(CudaBackend& be, CudaBackend::AttentionImpl impl, const Attn
 // ---- the backend ops ------------------------------------------------------------------------
 
 void CudaBackend::attention_forward(TensorView out, TensorView lse, TensorView qkv, int B, int T,
-                                    int H, int Hkv, int hs) {
+                                    int H, int Hkv, int hs, TensorView kv_range) {
   const char* op = "attention_forward";
   const AttnShape s = attn_shape(op, qkv, B, T, H, Hkv, hs);
   const void* x = cuda_arg(qkv, s.dtype, s.qkv_numel(), op, "qkv");
   void* o = cuda_arg(out, s.dtype, s.out_numel(), op, "out");
   float* l = cuda_ptr<float>(lse, DType::F32, s.lse_numel(), op, "lse");
-  if (s.empty() || cudnn_forward(*this, attention_impl_, s, o, l, x)) return;
+  const int* range = key_ranges(kv_range, s, op);
+  if (range) check_range_impl(attention_impl_, op, s);
+  if (s.empty() || (!range && cudnn_forward(*this, attention_impl_, s, o, l, x))) return;
   dispatch_float(s.dtype, [&](auto tag) {
     using Tp = decltype(tag);
     run_attention_forward<Tp>(CudaLaunch{stream(), op}, static_cast<Tp*>(o), l,
-                              static_cast<const Tp*>(x), B, T, H, Hkv, hs);
+                              static_cast<const Tp*>(x), B, T, H, Hkv, hs, range);
   });
 }
 
 void CudaBackend::attention_backward(TensorView dqkv, TensorView dout, TensorView qkv,
                                      TensorView out, TensorView lse, int B, int T, int H, int Hkv,
-                                     int hs) {
+                                     int hs, TensorView kv_range) {
   const char* op = "attention_backward";
   const AttnShape s = attn_shape(op, qkv, B, T, H, Hkv, hs);
   void* dx = cuda_arg(dqkv, s.dtype, s.qkv_numel(), op, "dqkv");
@@ -438,12 +459,14 @@ void CudaBackend::attention_backward(TensorView dqkv, TensorView dout, TensorVie
   const void* x = cuda_arg(qkv, s.dtype, s.qkv_numel(), op, "qkv");
   const void* y = cuda_arg(out, s.dtype, s.out_numel(), op, "out");
   const float* l = cuda_ptr<float>(lse, DType::F32, s.lse_numel(), op, "lse");
-  if (s.empty() || cudnn_backward(*this, attention_impl_, s, dx, dy, x, y, l)) return;
+  const int* range = key_ranges(kv_range, s, op);
+  if (range) check_range_impl(attention_impl_, op, s);
+  if (s.empty() || (!range && cudnn_backward(*this, attention_impl_, s, dx, dy, x, y, l))) return;
   dispatch_float(s.dtype, [&](auto tag) {
     using Tp = decltype(tag);
     run_attention_backward<Tp>(CudaLaunch{stream(), op}, static_cast<Tp*>(dx),
                                static_cast<const Tp*>(dy), static_cast<const Tp*>(x),
-                               static_cast<const Tp*>(y), l, B, T, H, Hkv, hs);
+                               static_cast<const Tp*>(y), l, B, T, H, Hkv, hs, range);
   });
 }
 

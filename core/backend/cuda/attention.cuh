@@ -1,9 +1,11 @@
-// Our own causal grouped-query attention kernels: the fallback where cuDNN's fused SDPA is
-// missing or does not apply (f32 storage), and the GPU-side oracle the cuDNN path is checked
-// against. Semantics are exactly cr::cpu::attention_forward / _backward / _decode (ops.h):
+// Our own grouped-query attention kernels: the fallback where cuDNN's fused SDPA is missing or
+// does not apply (f32 storage, a key range per query), and the GPU-side oracle the cuDNN path is
+// checked against. Semantics are exactly cr::cpu::attention_forward / _backward / _decode (ops.h):
 //   qkv rows [B,T,(H + 2 Hkv) hs] laid out q|k|v; query head h reads kv head h / (H / Hkv);
-//   scores (q . k) / sqrt(hs) over keys s <= t; out [B,T,H hs]; lse [B,H,T] = log-sum-exp of the
-//   scaled scores; dqkv (same layout as qkv) is overwritten.
+//   scores (q . k) / sqrt(hs) over keys s <= t (causal), or, given kv_range int32 [B,T,2], over
+//   keys lo <= s <= hi with [lo, hi] = kv_range[b, t] (document masks, prefix-LM: backend.h);
+//   out [B,T,H hs]; lse [B,H,T] = log-sum-exp of the scaled scores; dqkv (same layout as qkv) is
+//   overwritten.
 //
 // Design: simple and correct before fast. One one-warp block owns one output row: a query row for
 // the forward, dQ and decode, a key row for dK/dV. It walks the other side 32 rows at a time:
@@ -22,6 +24,13 @@
 // kernels that each own their outputs, so no atomics: dQ (a block per query row, keys s <= t) and
 // dK/dV (a block per (b, kv head, key s), over the group's query heads and queries t >= s). With
 // no workspace to hold D, each kernel recomputes the dot products it needs.
+//
+// Key ranges: a query row walks exactly its keys [lo, hi], so the forward and dQ cost what the
+// mask leaves. A key row (dK/dV) needs the queries that see it, which the range gives only
+// query-side: the block first scans the T ranges (integer loads, a warp reduction) for the first
+// and last query that sees its key, walks that window, and tests each query in it (the contract
+// does not make the set contiguous; for causal, document and prefix-LM ranges it is). Without a
+// range every kernel runs the causal loops exactly as before, bit for bit.
 #pragma once
 
 #include <type_traits>
@@ -96,13 +105,54 @@ CR_DEV float dot_rows(const Tp* a, const Tp* b, int hs) {
   return s;
 }
 
+// The keys query t of sequence b attends to, [lo, hi] inclusive: causal [0, t] without a range.
+// A range outside the contract (0 <= lo <= t <= hi < T) is clamped into it, so no kernel reads
+// outside the sequence: the CPU backend rejects such ranges, checking them here would cost a
+// device-to-host copy.
+CR_DEV void key_range(const int* kv_range, int b, int t, int T, int& lo, int& hi) {
+  if (!kv_range) {
+    lo = 0;
+    hi = t;
+    return;
+  }
+  const size_t i = ((size_t)b * T + t) * 2;
+  lo = imax(0, imin(kv_range[i], t));
+  hi = imin(T - 1, imax(kv_range[i + 1], t));
+}
+
+// The first and last query of sequence b that see key s (the causal window [s, T-1] without a
+// range; first > last when none does). With a range every lane scans T / 32 ranges, then a
+// butterfly of shuffles gives all lanes the block's result.
+CR_DEV void query_window(const int* kv_range, int b, int s, int T, int lane, int& first,
+                         int& last) {
+  if (!kv_range) {
+    first = s;
+    last = T - 1;
+    return;
+  }
+  first = T;
+  last = -1;
+  for (int t = lane; t < T; t += kWarpSize) {
+    int lo, hi;
+    key_range(kv_range, b, t, T, lo, hi);
+    if (lo <= s && s <= hi) {
+      first = imin(first, t);
+      last = imax(last, t);
+    }
+  }
+  for (int o = kWarpSize / 2; o > 0; o /= 2) {
+    first = imin(first, __shfl_xor_sync(0xffffffffu, first, o));
+    last = imax(last, __shfl_xor_sync(0xffffffffu, last, o));
+  }
+}
+
 // ---- kernels -----------------------------------------------------------------------------------
 //
 // Every kernel is a one-warp block that owns one output row and walks its keys (or, for dK/dV,
 // its queries) 32 at a time: lane i scores item i of the chunk with a whole-row dot product
 // against a row staged in shared memory, writes the result to a 32-slot shared array, and after
 // a barrier every lane folds the chunk into its own channels. Two barriers per 32 items and
-// whole-block loop bounds (so no barrier is divergent); no shuffles.
+// whole-block loop bounds (so no barrier is divergent); shuffles only in query_window.
 
 // Online softmax over keys 0..n_keys-1 (k row s at k0 + s ld, v row s at v0 + s ld) for the query
 // staged in qs: acc = sum p_s v_s (unnormalised), m = max score, l = sum exp(score - m).
@@ -134,7 +184,7 @@ CR_DEV void softmax_rows(float (&acc)[NJ], float& m, float& l, SQ& qs, SP& sc, c
 // Block per (b, h, t), blockIdx.x = (b H + h) T + t (the lse index).
 template <class Tp, int NJ>
 __global__ void attention_forward_kernel(Tp* out, float* lse, const Tp* qkv, int B, int T, int H,
-                                         int Hkv, int hs) {
+                                         int Hkv, int hs, const int* kv_range) {
   CR_SHARED(float, qs, kMaxHeadSize);
   CR_SHARED(float, sc, kWarpSize);
   const int lane = threadIdx.x;
@@ -146,10 +196,14 @@ __global__ void attention_forward_kernel(Tp* out, float* lse, const Tp* qkv, int
   const Tp* k0 = base + (size_t)(H + kvh) * hs;  // key s at k0 + s ld; value s at v0 + s ld
   const Tp* v0 = k0 + (size_t)Hkv * hs;
 
+  int lo, hi;
+  key_range(kv_range, b, t, T, lo, hi);
+
   stage_row(qs, base + t * ld + (size_t)h * hs, hs, lane);
   __syncthreads();
   float acc[NJ], m, l;
-  softmax_rows(acc, m, l, qs, sc, k0, v0, ld, t + 1, hs, 1.f / sqrtf((float)hs), lane);  // causal
+  softmax_rows(acc, m, l, qs, sc, k0 + (size_t)lo * ld, v0 + (size_t)lo * ld, ld, hi - lo + 1, hs,
+               1.f / sqrtf((float)hs), lane);
   store_row(out + ((size_t)b * T + t) * H * hs + (size_t)h * hs, acc, 1.f / l, hs, lane);
   if (lane == 0) lse[row] = m + logf(l);
 }
@@ -170,12 +224,12 @@ __global__ void attention_decode_kernel(Tp* out, const Tp* q, const Tp* kcache, 
   store_row(out + (size_t)h * hs, acc, 1.f / l, hs, lane);
 }
 
-// dQ: block per (b, h, t), numbered as in the forward. dq_t = sum_{s <= t} dS_ts k_s with
+// dQ: block per (b, h, t), numbered as in the forward. dq_t = sum_{lo <= s <= hi} dS_ts k_s with
 // dS_ts = P_ts (dout_t . v_s - D_t) / sqrt(hs), P_ts = exp(q_t . k_s / sqrt(hs) - lse_t).
 template <class Tp, int NJ>
 __global__ void attention_backward_dq_kernel(Tp* dqkv, const Tp* dout, const Tp* qkv,
                                              const Tp* out, const float* lse, int B, int T, int H,
-                                             int Hkv, int hs) {
+                                             int Hkv, int hs, const int* kv_range) {
   CR_SHARED(float, qs, kMaxHeadSize);
   CR_SHARED(float, dos, kMaxHeadSize);
   CR_SHARED(float, ds, kWarpSize);
@@ -189,6 +243,8 @@ __global__ void attention_backward_dq_kernel(Tp* dqkv, const Tp* dout, const Tp*
   const Tp* k0 = base + (size_t)(H + kvh) * hs;
   const Tp* v0 = k0 + (size_t)Hkv * hs;
   const size_t orow = ((size_t)b * T + t) * H * hs + (size_t)h * hs;  // in out / dout
+  int lo, hi;
+  key_range(kv_range, b, t, T, lo, hi);
 
   stage_row(qs, base + t * ld + (size_t)h * hs, hs, lane);
   stage_row(dos, dout + orow, hs, lane);
@@ -197,8 +253,8 @@ __global__ void attention_backward_dq_kernel(Tp* dqkv, const Tp* dout, const Tp*
   const float L = lse[row];
   float dq[NJ];
   zero(dq);
-  for (int s0 = 0; s0 <= t; s0 += kWarpSize) {
-    const int n = imin(kWarpSize, t + 1 - s0);
+  for (int s0 = lo; s0 <= hi; s0 += kWarpSize) {
+    const int n = imin(kWarpSize, hi + 1 - s0);
     float w = 0.f;
     if (lane < n) {
       const size_t s = (size_t)(s0 + lane);
@@ -214,11 +270,12 @@ __global__ void attention_backward_dq_kernel(Tp* dqkv, const Tp* dout, const Tp*
 }
 
 // dK, dV: block per (b, kv head, key s), blockIdx.x = (b Hkv + kvh) T + s. Over the group's query
-// heads h and queries t >= s: dv_s = sum P_ts dout_t, dk_s = sum dS_ts q_t.
+// heads h and the queries t that see s (t >= s when causal): dv_s = sum P_ts dout_t,
+// dk_s = sum dS_ts q_t.
 template <class Tp, int NJ>
 __global__ void attention_backward_dkv_kernel(Tp* dqkv, const Tp* dout, const Tp* qkv,
                                               const Tp* out, const float* lse, int B, int T,
-                                              int H, int Hkv, int hs) {
+                                              int H, int Hkv, int hs, const int* kv_range) {
   CR_SHARED(float, ks, kMaxHeadSize);
   CR_SHARED(float, vs, kMaxHeadSize);
   CR_SHARED(float, ps, kWarpSize);
@@ -233,6 +290,9 @@ __global__ void attention_backward_dkv_kernel(Tp* dqkv, const Tp* dout, const Tp
   const size_t krow = s * ld + (size_t)(H + kvh) * hs;  // k_s in this batch; v_s Hkv hs after
   const size_t vrow = krow + (size_t)Hkv * hs;
 
+  int first, last;  // the queries that see key s: within [first, last]
+  query_window(kv_range, b, s, T, lane, first, last);
+
   stage_row(ks, base + krow, hs, lane);
   stage_row(vs, base + vrow, hs, lane);
   __syncthreads();
@@ -244,10 +304,12 @@ __global__ void attention_backward_dkv_kernel(Tp* dqkv, const Tp* dout, const Tp
     const Tp* do0 = dout + (size_t)b * T * C + (size_t)h * hs;        // dout_t at do0 + t C
     const Tp* o0 = out + (size_t)b * T * C + (size_t)h * hs;
     const float* L = lse + ((size_t)b * H + h) * T;
-    for (int t0 = s; t0 < T; t0 += kWarpSize) {  // causal: queries t >= s see key s
-      const int n = imin(kWarpSize, T - t0);
+    for (int t0 = first; t0 <= last; t0 += kWarpSize) {
+      const int n = imin(kWarpSize, last + 1 - t0);
       float p = 0.f, w = 0.f;
-      if (lane < n) {
+      int lo = 0, hi = 0;
+      if (lane < n) key_range(kv_range, b, t0 + lane, T, lo, hi);
+      if (lane < n && lo <= s && s <= hi) {
         const size_t t = (size_t)(t0 + lane);
         p = expf(dot_staged(ks, q0 + t * ld, hs) * scale - L[t]);
         const float dp = dot_staged(vs, do0 + t * C, hs);       // dout_t . v_s
@@ -298,10 +360,11 @@ inline dim3 warp_block() { return dim3(kWarpSize); }
 
 }  // namespace attention_detail
 
-// out [B,T,H hs], lse [B,H,T] from qkv [B,T,(H + 2 Hkv) hs]. No workspace.
+// out [B,T,H hs], lse [B,H,T] from qkv [B,T,(H + 2 Hkv) hs]; kv_range int32 [B,T,2] or nullptr
+// (causal). No workspace.
 template <class Tp, class L>
 void run_attention_forward(const L& launch, Tp* out, float* lse, const Tp* qkv, int B, int T,
-                           int H, int Hkv, int hs) {
+                           int H, int Hkv, int hs, const int* kv_range = nullptr) {
   namespace d = attention_detail;
   d::check_heads("attention_forward", H, Hkv, hs);
   const long long rows = (long long)B * H * T;
@@ -310,16 +373,16 @@ void run_attention_forward(const L& launch, Tp* out, float* lse, const Tp* qkv, 
   d::dispatch_slots(hs, [&](auto nj) {
     constexpr int NJ = decltype(nj)::value;
     launch(d::row_grid(rows), d::warp_block(), d::attention_forward_kernel<Tp, NJ>, out, lse, qkv,
-           B, T, H, Hkv, hs);
+           B, T, H, Hkv, hs, kv_range);
   });
 }
 
 // dqkv [B,T,(H + 2 Hkv) hs] (overwritten) from dout and out [B,T,H hs], qkv, lse [B,H,T] of the
-// forward. No workspace.
+// forward, with the forward's kv_range (nullptr: causal). No workspace.
 template <class Tp, class L>
 void run_attention_backward(const L& launch, Tp* dqkv, const Tp* dout, const Tp* qkv,
-                            const Tp* out, const float* lse, int B, int T, int H, int Hkv,
-                            int hs) {
+                            const Tp* out, const float* lse, int B, int T, int H, int Hkv, int hs,
+                            const int* kv_range = nullptr) {
   namespace d = attention_detail;
   d::check_heads("attention_backward", H, Hkv, hs);
   const long long rows = (long long)B * H * T;
@@ -328,9 +391,10 @@ void run_attention_backward(const L& launch, Tp* dqkv, const Tp* dout, const Tp*
   d::dispatch_slots(hs, [&](auto nj) {
     constexpr int NJ = decltype(nj)::value;
     launch(d::row_grid(rows), d::warp_block(), d::attention_backward_dq_kernel<Tp, NJ>, dqkv,
-           dout, qkv, out, lse, B, T, H, Hkv, hs);
+           dout, qkv, out, lse, B, T, H, Hkv, hs, kv_range);
     launch(d::row_grid((long long)B * Hkv * T), d::warp_block(),
-           d::attention_backward_dkv_kernel<Tp, NJ>, dqkv, dout, qkv, out, lse, B, T, H, Hkv, hs);
+           d::attention_backward_dkv_kernel<Tp, NJ>, dqkv, dout, qkv, out, lse, B, T, H, Hkv, hs,
+           kv_range);
   });
 }
 

@@ -3,7 +3,8 @@
 // rows, the first n_valid of them real tokens (the rest padding). One block per row: each
 // thread strides over the row's columns (coalesced), then a fixed-shape warp/block reduction,
 // so the results are deterministic. Logits and dlogits are T (f32|bf16); row_max and sums f32;
-// targets i32 (global vocabulary ids).
+// targets i32 (global vocabulary ids; a negative target is not counted, PyTorch's ignore_index:
+// target logit 0, gradient row 0, and it never indexes memory).
 #pragma once
 
 #include "core/backend/cuda/cuda_compat.cuh"
@@ -49,7 +50,7 @@ __global__ void crossentropy_row_max_kernel(float* row_max, const T* logits, int
 }
 
 // sums[n] = sum over real columns of exp(l - row_max[n]); sums[N + n] = the target's logit if
-// this shard holds the target (v0 <= target < v0 + n_valid), else 0.
+// this shard holds the target (v0 <= target < v0 + n_valid), else 0 (a negative target included).
 template <class T>
 __global__ void crossentropy_row_sums_kernel(float* sums, const T* logits, const float* row_max,
                                              const int* targets, int N, int Vl, int v0,
@@ -62,14 +63,16 @@ __global__ void crossentropy_row_sums_kernel(float* sums, const T* logits, const
   for (int i = threadIdx.x; i < n_valid; i += blockDim.x) s += expf(to_f32(l[i]) - mx);
   s = ce_detail::block_sum(s, warp_buf);
   if (threadIdx.x == 0) {
-    const int y = targets[n] - v0;
+    const int tg = targets[n];
+    const int y = tg < 0 ? -1 : tg - v0;  // no tg - v0 overflow for a very negative target
     sums[n] = s;
     sums[N + n] = (y >= 0 && y < n_valid) ? to_f32(l[y]) : 0.f;
   }
 }
 
-// dlogits = (softmax - onehot(target)) * dloss on real columns, 0 on padding. dlogits may alias
-// logits: each element is read and written by the same thread, the target's -dloss included.
+// dlogits = (softmax - onehot(target)) * dloss on real columns, 0 on padding; a row whose target
+// is negative (not counted) is all 0. dlogits may alias logits: each element is read and written
+// by the same thread, the target's -dloss included.
 template <class T>
 __global__ void crossentropy_backward_kernel(T* dlogits, const T* logits, const float* row_max,
                                              const float* sums, const int* targets, int Vl, int v0,
@@ -77,12 +80,14 @@ __global__ void crossentropy_backward_kernel(T* dlogits, const T* logits, const 
   const int n = blockIdx.x;
   const T* l = logits + (long long)n * Vl;
   T* d = dlogits + (long long)n * Vl;
+  const int tg = targets[n];
+  const bool counted = tg >= 0;
   const float mx = row_max[n];
-  const float scale = dloss / sums[n];
-  const int y = targets[n] - v0;  // outside [0, n_valid): not this shard's target
+  const float scale = counted ? dloss / sums[n] : 0.f;
+  const int y = counted ? tg - v0 : -1;  // outside [0, n_valid): not this shard's target
   for (int i = threadIdx.x; i < Vl; i += blockDim.x) {
     float g = 0.f;
-    if (i < n_valid) {
+    if (counted && i < n_valid) {
       g = expf(to_f32(l[i]) - mx) * scale;
       if (i == y) g -= dloss;
     }

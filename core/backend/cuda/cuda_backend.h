@@ -75,14 +75,17 @@ class CudaBackend final : public Backend {
                        bool accumulate_dinp) override;
   // attention.cu (cuDNN SDPA; our attention.cuh kernels as fallback)
   void attention_forward(TensorView out, TensorView lse, TensorView qkv, int B, int T, int H,
-                         int Hkv, int hs) override;
+                         int Hkv, int hs, TensorView kv_range) override;
   void attention_backward(TensorView dqkv, TensorView dout, TensorView qkv, TensorView out,
-                          TensorView lse, int B, int T, int H, int Hkv, int hs) override;
+                          TensorView lse, int B, int T, int H, int Hkv, int hs,
+                          TensorView kv_range) override;
   void attention_decode(TensorView out, TensorView q, TensorView kcache, TensorView vcache,
                         int len, int H, int Hkv, int hs) override;
   // Which implementation attention_forward/_backward run (decode is always ours). Auto: cuDNN
-  // for bf16 where this build has the frontend and cuDNN supports the call, else ours (one
-  // warning line on a run-time fallback); Cudnn: cuDNN or throw; Ours: attention.cuh always.
+  // for causal bf16 calls where this build has the frontend and cuDNN supports the call, else
+  // ours (one warning line on a run-time fallback; a kv_range always runs ours, silently);
+  // Cudnn: cuDNN or throw (a kv_range throws: our SDPA graphs have no per-query key ranges);
+  // Ours: attention.cuh always.
   // GPU tests force each to compare them.
   enum class AttentionImpl { Auto, Cudnn, Ours };
   void set_attention_impl(AttentionImpl impl);
