@@ -8,6 +8,8 @@ PACKAGES=(
   libopenblas-dev libopenblas0-openmp libdnnl-dev libyaml-cpp-dev libprotobuf-dev protobuf-compiler
   libopenmpi-dev openmpi-bin
   libcli11-dev nlohmann-json3-dev libfmt-dev
+  libpcre2-dev libsentencepiece-dev   # tokenizers: HF byte-level BPE regexes, SentencePiece
+  zlib1g-dev libzstd-dev zstd    # prepare's .gz / .zst inputs (zstd: the tests compress with it)
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes                       # the embedded default corpus (/usr/share/games/fortunes)
   python3-torch python3-numpy    # the numerical reference in tests (/usr/bin/python3)

@@ -1,6 +1,7 @@
 // The chainrule subcommands, one function each; main.cpp only parses the command line.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -10,9 +11,17 @@ namespace cr {
 
 struct PrepareOptions {
   std::vector<std::string> inputs;  // files or directories; empty: the embedded default corpus
-  std::string tokenizer = "char";
+  std::string tokenizer = "char";   // byte | char | hf:PATH | sp:PATH | sentencepiece
   std::string out;
   double val_fraction = 0.1;
+  std::string name = "data";        // shard prefix: data_train_000000.bin
+  int64_t shard_tokens = 100'000'000;  // llm.c's shard size
+  std::string format = "text";      // text | pairs (.jsonl prompt/completion + loss masks)
+  std::string text_field = "text";  // .jsonl, --format text
+  std::string prompt_field = "prompt", completion_field = "completion";  // --format pairs
+  int vocab_size = 0;               // --tokenizer sentencepiece
+  int threads = 0;                  // 0: all cores (OMP_NUM_THREADS)
+  int64_t piece_bytes = 1 << 20;    // a large document is encoded in pieces of about this size
 };
 int run_prepare(const PrepareOptions& opt);
 
@@ -39,11 +48,14 @@ int run_eval(const EvalOptions& opt);
 struct SampleOptions {
   std::string model;
   std::string data_dir;
-  std::string prompt = "\n";
+  std::string prompt;  // empty: start from the end-of-text token (sample.cpp start_tokens)
   int max_new_tokens = 200;
   float temperature = 0.8f;
   int top_k = 40;
   uint64_t seed = 42;
+  // Read the prompt bidirectionally (all its tokens at once), as a model trained with
+  // model.prefix_lm saw its prompts; then generate causally with the KV cache.
+  bool prefix_lm = false;
 };
 int run_sample(const SampleOptions& opt);
 

@@ -2,7 +2,13 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <map>
@@ -11,6 +17,8 @@
 #include "core/common/error.h"
 
 namespace cr {
+
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -43,6 +51,8 @@ std::vector<Field> schema(Config& c) {
       {"model.tie_embeddings", &c.model.tie_embeddings, 0, 0,
        "true or false (LM head shares the token embedding)"},
       {"model.bias", &c.model.bias, 0, 0, "true or false (biases in the linear layers)"},
+      {"model.prefix_lm", &c.prefix_lm, 0, 0,
+       "true or false (bidirectional attention inside each prompt)"},
       {"train.global_batch", &c.train.global_batch, 1, 1 << 24, "a positive integer (sequences)"},
       {"train.micro_batch", &c.train.micro_batch, 1, 1 << 20, "a positive integer (sequences)"},
       {"train.max_steps", &c.train.max_steps, 0, 1e9, "an integer >= 0"},
@@ -65,6 +75,12 @@ std::vector<Field> schema(Config& c) {
       {"train.stop_after_step", &c.train.stop_after_step, 0, 1e9,
        "an integer >= 0 (0: run to train.max_steps)"},
       {"data.dir", &c.data.dir, 0, 0, "a directory made by `chainrule prepare`"},
+      {"data.train_files", &c.data.train_files, 0, 0,
+       "a glob of train shard files, relative to data.dir or absolute (empty: *_train_*.bin)"},
+      {"data.val_files", &c.data.val_files, 0, 0,
+       "a glob of val shard files, relative to data.dir or absolute (empty: *_val_*.bin)"},
+      {"data.document_mask", &c.data.document_mask, 0, 0,
+       "true or false (attention does not cross an end-of-text token)"},
       {"run.dir", &c.run.dir, 0, 0, "a directory for metrics and the final model"},
       {"run.log_every", &c.run.log_every, 1, 1e9, "a positive integer (steps)"},
       {"run.eval_every", &c.run.eval_every, 0, 1e9, "an integer >= 0 (steps; 0: only at the end)"},
@@ -295,9 +311,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     const std::string key = o.substr(0, eq), value = o.substr(eq + 1);
     auto f = fields.find(key);
     if (f == fields.end()) CR_INPUT_ERROR("--set {}: unknown key '{}'", o, key);
+    // A text key takes an unquoted value as typed: globs such as *.bin, {a,b}.bin or [ab]*.bin
+    // would otherwise read as a YAML alias, mapping or list. A quoted value is YAML's.
+    const bool is_text = std::holds_alternative<std::string*>(f->second->target);
+    const bool quoted = !value.empty() && (value[0] == '"' || value[0] == '\'');
     YAML::Node n;
     try {
-      n = YAML::Load(value);
+      n = is_text && !value.empty() && !quoted ? YAML::Node(value) : YAML::Load(value);
     } catch (const YAML::ParserException& e) {
       CR_INPUT_ERROR("--set {}: malformed value: {}", o, e.msg);
     }
@@ -335,6 +355,51 @@ std::string config_to_yaml(const Config& cfg) {
 }  // namespace cr
 
 namespace cr {
+
+std::vector<std::string> config_warnings(const Config& c) {
+  std::vector<std::string> out;
+  // lr_at() ramps lr * (step + 1) / warmup_steps over steps 0 .. max_steps - 1, so with a warmup
+  // longer than the run the highest learning rate used is lr * max_steps / warmup_steps.
+  const TrainSettings& t = c.train;
+  if (t.max_steps > 0 && t.warmup_steps > t.max_steps)
+    out.push_back(fmt::format(
+        "train.warmup_steps = {} exceeds train.max_steps = {}: the learning rate never reaches "
+        "its peak train.lr = {:g} (it stops at {:g}, {}/{} of it)",
+        t.warmup_steps, t.max_steps, t.lr, t.lr * (double)t.max_steps / t.warmup_steps,
+        t.max_steps, t.warmup_steps));
+  return out;
+}
+
+namespace {
+
+// Creates DIR when missing, then proves a file can be created in it: permission bits alone do
+// not say (root ignores them; a read-only mount or a full quota does not show in them).
+void check_writable_dir(const Config& c, const char* key, const std::string& dir) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+    CR_INPUT_ERROR("{}: {} '{}' exists and is not a directory", c.source, key, dir);
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir, ec))
+    CR_INPUT_ERROR("{}: {} '{}': cannot create the directory: {}", c.source, key, dir,
+                   ec ? ec.message() : "a file is in the way");
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);  // ranks of several hosts may share dir and pid
+  const fs::path probe =
+      fs::path(dir) / fmt::format(".chainrule-write-probe.{}.{}", host, (long)::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0)
+    CR_INPUT_ERROR("{}: {} '{}' is not writable: cannot create a file in it: {}", c.source, key,
+                   dir, std::strerror(errno));
+  ::close(fd);
+  ::unlink(probe.c_str());
+}
+
+}  // namespace
+
+void check_output_dirs(const Config& c) {
+  check_writable_dir(c, "run.dir", c.run.dir);
+  if (!c.checkpoint.dir.empty()) check_writable_dir(c, "checkpoint.dir", c.checkpoint.dir);
+}
 
 void validate_layout(const Config& c, int world) {
   const int tp = c.parallel.tensor;

@@ -35,6 +35,13 @@ struct TrainSettings {
 
 struct DataSettings {
   std::string dir;
+  // glob(3) patterns (relative to dir, or absolute; {a,b} allowed) that replace the shard name
+  // rule (core/data/split_files.h: *_train_*.bin, *_val_*.bin) for their split. Empty: the rule.
+  std::string train_files;
+  std::string val_files;
+  // Attention does not cross an end-of-text token inside a packed window: each document (EOT
+  // first, as llm.c packs them) attends only to itself.
+  bool document_mask = false;
 };
 
 struct RunSettings {
@@ -73,6 +80,10 @@ struct Config {
   // model.vocab_size 0 means "take it from data.dir's tokenizer". model.tie_embeddings and
   // model.bias default to the family's choice: true for gpt2, false for llama.
   ModelConfig model;
+  // model.prefix_lm: attention is bidirectional inside each prompt (the tokens a loss mask leaves
+  // uncounted) and causal after it, the prefix-LM of T5 and UniLM. Kept beside ModelConfig until
+  // the attention reads it.
+  bool prefix_lm = false;
   TrainSettings train;
   DataSettings data;
   RunSettings run;
@@ -87,6 +98,14 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 // heads over tp). Every
 // rank runs it before any collective, so a bad layout fails everywhere at once, never hangs.
 void validate_layout(const Config& cfg, int world);
+// Facts about a valid config a user should hear (one line each, no prefix), e.g. a warmup longer
+// than the run. Rank 0 logs them as warnings at the start of training.
+std::vector<std::string> config_warnings(const Config& cfg);
+// Fails (InputError, one line naming the key and path) unless run.dir and, when set,
+// checkpoint.dir are directories this process can create files in: each is created when
+// missing, then a probe file is created and removed in it. An existing file in the way or a
+// read-only directory would otherwise let a run train to the end with every save failing.
+void check_output_dirs(const Config& cfg);
 // The resolved configuration as YAML (what run.dir/config.yaml records).
 std::string config_to_yaml(const Config& cfg);
 

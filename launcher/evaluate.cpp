@@ -32,17 +32,18 @@ nlohmann::json EvalResult::to_json(const char* prefix) const {
 
 EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_batch,
                           size_t max_windows, double bytes_per_token,
-                          const std::function<bool()>& stop) {
+                          const std::function<bool()>& stop, const AttentionMaskSpec& spec) {
   struct Window {
-    const TokenShard* shard;
+    size_t shard;
     size_t start;
     int len;
   };
   std::vector<Window> full, tails;
-  for (const auto& s : split.shards()) {
+  for (size_t i = 0; i < split.shards().size(); i++) {
+    const TokenShard& s = split.shards()[i];
     for (size_t pos = 0; pos + 1 < s.size(); pos += T) {
       const int len = (int)std::min<size_t>(T, s.size() - 1 - pos);
-      (len == T ? full : tails).push_back({&s, pos, len});
+      (len == T ? full : tails).push_back({i, pos, len});
     }
   }
   if (full.empty() && tails.empty())
@@ -54,17 +55,22 @@ EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_
   }
   double nats = 0;
   uint64_t count = 0;
-  std::vector<int32_t> buf((size_t)micro_batch * (T + 1)), in((size_t)micro_batch * T),
-      tgt((size_t)micro_batch * T);
+  // With a loss mask only the counted targets are scored (their mean is the conditional
+  // entropy of the completions given the prompts).
+  const bool ranged = spec.document_mask || spec.prefix_lm;
+  std::vector<int32_t> in((size_t)micro_batch * T), tgt((size_t)micro_batch * T),
+      range(ranged ? 2 * (size_t)micro_batch * T : 0);
+  WindowScratch scratch;
   auto run = [&](const Window* w, int nb, int len) {
-    for (int b = 0; b < nb; b++) {
-      w[b].shard->read(w[b].start, len + 1, buf.data());
-      std::copy(buf.begin(), buf.begin() + len, in.begin() + (size_t)b * len);
-      std::copy(buf.begin() + 1, buf.begin() + len + 1, tgt.begin() + (size_t)b * len);
-    }
-    const float mean = model.forward(in.data(), tgt.data(), nb, len);
-    nats += (double)mean * nb * len;
-    count += (uint64_t)nb * len;
+    for (int b = 0; b < nb; b++)
+      read_window(split, w[b].shard, w[b].start, len, spec, in.data() + (size_t)b * len,
+                  tgt.data() + (size_t)b * len,
+                  ranged ? range.data() + 2 * (size_t)b * len : nullptr, scratch);
+    const float mean = model.forward(in.data(), tgt.data(), nb, len, ranged ? range.data() : nullptr);
+    const auto n = (uint64_t)std::count_if(tgt.begin(), tgt.begin() + (size_t)nb * len,
+                                           [](int32_t t) { return t >= 0; });
+    nats += (double)mean * (double)n;
+    count += n;
   };
   auto stopped = [&] { return stop && stop(); };
   EvalResult r;

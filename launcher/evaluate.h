@@ -32,9 +32,13 @@ struct EvalResult {
 // stop, when given, is asked before each micro-batch; true abandons the evaluation (the result
 // has stopped = true). Under several ranks the model's forward holds collectives, so stop must
 // return the same answer on every rank: the train loop makes it a collective itself.
+// With the split's loss mask, the loss is the mean over counted targets only (tokens counts them)
+// and bytes_per_token should be the counted bytes per counted token. spec: the attention masks
+// the model trained with (document mask, prefix-LM).
 EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_batch,
                           size_t max_windows, double bytes_per_token,
-                          const std::function<bool()>& stop = {});
+                          const std::function<bool()>& stop = {},
+                          const AttentionMaskSpec& spec = {});
 
 // A trained model and what came with it, from a run dir (model.safetensors, config.json,
 // config.yaml, tokenizer) or from a bare .safetensors file with config.json beside it.

@@ -33,9 +33,31 @@ int main(int argc, char** argv) {
   auto* p = app.add_subcommand("prepare", "Tokenize text into train/val token shards");
   p->add_option("--input", prep.inputs,
                 std::string("Text files or directories (default: ") + cr::kDefaultCorpus + ")");
-  p->add_option("--tokenizer", prep.tokenizer, "byte or char")->capture_default_str();
+  p->add_option("--tokenizer", prep.tokenizer,
+                "byte, char, hf:PATH/tokenizer.json, sp:PATH.model, or sentencepiece (trained "
+                "on the corpus, with --vocab-size)")
+      ->capture_default_str();
+  p->add_option("--vocab-size", prep.vocab_size, "Vocabulary of --tokenizer sentencepiece");
   p->add_option("--out", prep.out, "Output data dir")->required();
   p->add_option("--val-fraction", prep.val_fraction, "Share of tokens for validation")
+      ->capture_default_str();
+  p->add_option("--name", prep.name, "Shard name prefix: NAME_train_000000.bin")
+      ->capture_default_str();
+  p->add_option("--shard-tokens", prep.shard_tokens, "Tokens per shard")->capture_default_str();
+  p->add_option("--format", prep.format,
+                "text (documents) or pairs (.jsonl prompt/completion, with loss masks)")
+      ->capture_default_str();
+  p->add_option("--text-field", prep.text_field, ".jsonl field holding a document")
+      ->capture_default_str();
+  p->add_option("--prompt-field", prep.prompt_field, "--format pairs: the prompt's field")
+      ->capture_default_str();
+  p->add_option("--completion-field", prep.completion_field,
+                "--format pairs: the completion's field")
+      ->capture_default_str();
+  p->add_option("--threads", prep.threads, "Tokenizer threads (default: all cores)");
+  p->add_option("--piece-bytes", prep.piece_bytes,
+                "Large documents are encoded in pieces of about this many bytes, cut where the "
+                "tokens cannot change")
       ->capture_default_str();
 
   std::string config_path;
@@ -65,7 +87,9 @@ int main(int argc, char** argv) {
   cr::SampleOptions sa;
   auto* s = app.add_subcommand("sample", "Generate text with a trained model");
   s->add_option("model", sa.model, "Run dir or model .safetensors")->required();
-  s->add_option("--prompt", sa.prompt, "Text to continue")->capture_default_str();
+  s->add_option("--prompt", sa.prompt, "Text to continue (default: the end-of-text token)");
+  s->add_flag("--prefix-lm", sa.prefix_lm,
+              "Encode the prompt bidirectionally (a model trained with model.prefix_lm)");
   s->add_option("--max-new-tokens", sa.max_new_tokens, "Tokens to generate")->capture_default_str();
   s->add_option("--temperature", sa.temperature, "0 = greedy")->capture_default_str();
   s->add_option("--top-k", sa.top_k, "Sample among the k likeliest (0 = all)")->capture_default_str();

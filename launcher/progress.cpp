@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -40,6 +41,67 @@ void Progress::line(const std::string& text) {
   bar_shown_ = false;
   fmt::print("{}\n", text);
   std::fflush(stdout);
+}
+
+std::string format_count(double n) {
+  if (n < 1e3) return fmt::format("{:.0f}", n);
+  if (n < 1e6) return fmt::format("{:.1f}k", n / 1e3);
+  if (n < 1e9) return fmt::format("{:.1f}M", n / 1e6);
+  return fmt::format("{:.2f}G", n / 1e9);
+}
+
+RateProgress::RateProgress(std::string what, uint64_t total_bytes, double line_every_s)
+    : what_(std::move(what)),
+      total_(total_bytes),
+      line_every_(line_every_s),
+      tty_(::isatty(::fileno(stderr))),
+      start_(std::chrono::steady_clock::now()) {}
+
+RateProgress::~RateProgress() { clear(); }
+
+double RateProgress::seconds() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+void RateProgress::clear() {
+  if (!bar_shown_) return;
+  fmt::print(stderr, "\r\x1b[K");
+  std::fflush(stderr);
+  bar_shown_ = false;
+}
+
+std::string RateProgress::text(uint64_t bytes, uint64_t tokens) const {
+  const double s = std::max(seconds(), 1e-9);
+  std::string pos = fmt::format("{:.1f} MB", bytes / 1e6);
+  std::string eta;
+  if (total_ > 0) {
+    const double f = std::min(1.0, (double)bytes / total_);
+    pos = fmt::format("{:3.0f}% {:.1f}/{:.1f} MB", 100 * f, bytes / 1e6, total_ / 1e6);
+    if (f > 0.001) eta = "  ETA " + format_duration(s / f - s);
+  }
+  return fmt::format("{} {}  {} tokens  {:.1f} MB/s  {} tokens/s{}", what_, pos,
+                     format_count((double)tokens), bytes / 1e6 / s,
+                     format_count(tokens / s), eta);
+}
+
+void RateProgress::update(uint64_t bytes, uint64_t tokens) {
+  const double now = seconds();
+  if (now - last_draw_ < (tty_ ? 0.25 : line_every_)) return;
+  last_draw_ = now;
+  if (tty_) {
+    std::string bar;
+    if (total_ > 0) {
+      constexpr int kWidth = 24;
+      const int filled = (int)(std::min(1.0, (double)bytes / total_) * kWidth);
+      bar = fmt::format("[{:=<{}}{: <{}}] ", "", filled, "", kWidth - filled);
+    }
+    fmt::print(stderr, "\r\x1b[K{}{}", bar, text(bytes, tokens));
+    std::fflush(stderr);
+    bar_shown_ = true;
+  } else if (now >= line_every_) {  // no line in the first interval: short runs stay quiet
+    fmt::print("{}\n", text(bytes, tokens));
+    std::fflush(stdout);
+  }
 }
 
 }  // namespace cr

@@ -310,6 +310,23 @@ Backend& select_backend(const Config& cfg, const ParallelContext& ctx) {
   return be;
 }
 
+// data.document_mask and model.prefix_lm, checked against the data: a document mask needs the
+// tokenizer's end-of-text token, prefix-LM a loss mask (prepare --format pairs).
+AttentionMaskSpec attention_mask_spec(const Config& cfg, const std::optional<DatasetInfo>& info,
+                                      const TokenSplit& train) {
+  AttentionMaskSpec spec{cfg.data.document_mask, cfg.prefix_lm, -1};
+  if (spec.document_mask) {
+    if (!info || !info->tokenizer || info->tokenizer->eot_id() < 0)
+      CR_INPUT_ERROR("data.document_mask: {} has no tokenizer with an end-of-text token in {} "
+                     "(prepare the data again with this version)", cfg.data.dir, kDatasetInfoFile);
+    spec.eot = info->tokenizer->eot_id();
+  }
+  if (spec.prefix_lm && !train.has_loss_mask())
+    CR_INPUT_ERROR("model.prefix_lm: the train split of {} has no loss mask to find the prompts "
+                   "in (prepare --format pairs writes one)", cfg.data.dir);
+  return spec;
+}
+
 // What one optimizer step works on: the model shard, its optimizer and communication, and the
 // data of this DP rank.
 struct StepContext {
@@ -320,6 +337,11 @@ struct StepContext {
   TensorParallelComm& tp;
   BatchLoader& loader;
   FlightRecorder* flight;  // null on one rank: a stall watch sees each micro-batch as progress
+};
+// The host buffers of one micro-batch: inputs and targets [M,T], kv_range [M,T,2] (empty
+// without document masks or prefix-LM: causal attention).
+struct StepBuffers {
+  std::vector<int32_t> inputs, targets, kv_range;
 };
 struct StepResult {
   float loss, norm, lr;  // mean loss over the global batch (nats), pre-clip gradient norm, LR
@@ -345,16 +367,25 @@ float clip_zero_grad_norm(StepContext& c, float* grads, float max_norm) {
 // One optimizer step: train.global_batch sequences as micro-batches of forward and backward on
 // this rank's slice (gradients accumulated in f32), the DP mean of the gradients and of the
 // loss, global-norm clipping, then AdamW at the step's scheduled learning rate.
-StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq,
-                      std::vector<int32_t>& inputs, std::vector<int32_t>& targets) {
+// With a loss mask the step's loss is the mean over the counted targets of the whole global
+// batch (n of them, the same number on every rank): a micro-batch with n_k counted targets
+// weighs n_k dp / n, so the DP mean of the gradients is d(sum of counted losses) / n.
+StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq, StepBuffers& b) {
   const int G = cfg.train.global_batch, M = cfg.train.micro_batch, T = c.model.config().block_size;
   const int dp = c.dp.size(), accum = G / (M * dp);
+  const bool masked = c.loader.split().has_loss_mask();
+  const double counted = masked ? (double)c.loader.counted_targets((uint64_t)step, G) : 0.0;
   c.model.zero_grad();
   float* grads = c.model.grad_buffer().f32();  // on the backend's device
   float loss = 0;
+  double loss_sum = 0;  // masked: sum of counted losses on this rank
+  int32_t* range = b.kv_range.empty() ? nullptr : b.kv_range.data();
   for (int k = 0; k < accum; k++) {
     if (c.flight) c.flight->note_progress(fmt::format("step {} micro-batch {}/{}", step + 1, k + 1, accum));
-    c.loader.batch((uint64_t)step, G, first_seq + k * M, M, inputs.data(), targets.data());
+    c.loader.batch((uint64_t)step, G, first_seq + k * M, M, b.inputs.data(), b.targets.data(), range);
+    const auto n_k = (double)std::count_if(b.targets.begin(), b.targets.end(),
+                                           [](int32_t t) { return t >= 0; });
+    const float scale = !masked ? 1.f / (float)accum : counted > 0 ? (float)(n_k * dp / counted) : 0.f;
     if (k == accum - 1) {  // the last backward hands each finished bucket to the DP reduction
       c.grad_sync.begin(grads);
       c.model.set_grad_ready_hook([&](size_t offset) { c.grad_sync.ready(offset); });
@@ -363,14 +394,15 @@ StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq
       GPT& m;
       ~Unhook() { m.set_grad_ready_hook(nullptr); }
     } unhook{c.model};
-    loss += c.model.forward_backward(inputs.data(), targets.data(), M, T, 1.f / (float)accum);
+    const float mean = c.model.forward_backward(b.inputs.data(), b.targets.data(), M, T, scale, range);
+    loss += mean;
+    loss_sum += (double)mean * n_k;
   }
   c.grad_sync.finish();  // grads: the DP mean (with ZeRO-1, in this rank's parts)
-  loss /= accum;
-  if (dp > 1) {  // the step's loss is the mean over the whole global batch
-    c.dp.all_reduce(&loss, 1, ReduceOp::Sum, "loss.mean");
-    loss /= dp;
-  }
+  // The step's loss is the mean over the whole global batch: of this rank's micro-batch means,
+  // or (masked) this rank's share of the counted losses, then summed over DP.
+  loss = masked ? (counted > 0 ? (float)(loss_sum / counted) : 0.f) : loss / (float)(accum * dp);
+  if (dp > 1) c.dp.all_reduce(&loss, 1, ReduceOp::Sum, "loss.mean");
   if (!std::isfinite(loss))
     CR_INPUT_ERROR("training diverged: loss is {} at step {} (lower train.lr = {}?)", loss,
                    step + 1, cfg.train.lr);
@@ -519,6 +551,7 @@ void export_final_model(const GPT& model, const std::string& dir, bool rank0) {
 int run_train(const Config& cfg, ParallelContext& ctx) {
   // ---- ranks and groups --------------------------------------------------------------------
   validate_layout(cfg, ctx.world->size());  // on every rank, before any collective
+  check_output_dirs(cfg);  // run.dir, checkpoint.dir writable: saves must not fail at the end
   Backend& backend = select_backend(cfg, ctx);  // where the model, gradients and AdamW live
   build_groups(ctx, cfg, backend);  // NCCL groups (CUDA, one GPU per rank) follow its stream
   const FlightSession flight =  // collectives recorded, stalls watched (flight_recorder.h)
@@ -532,8 +565,9 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
 
   // ---- data --------------------------------------------------------------------------------
   const auto info = read_dataset_info(cfg.data.dir);
-  TokenSplit train_split(cfg.data.dir, "train");
-  TokenSplit val_split(cfg.data.dir, "val");
+  const SplitPatterns shard_globs{cfg.data.train_files, cfg.data.val_files};
+  TokenSplit train_split(cfg.data.dir, "train", shard_globs);
+  TokenSplit val_split(cfg.data.dir, "val", shard_globs);
   const ModelConfig mc = model_config(cfg, info);
   train_split.check_vocab(mc.vocab_size);
   val_split.check_vocab(mc.vocab_size);
@@ -541,9 +575,9 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   const int G = cfg.train.global_batch, M = cfg.train.micro_batch;
   const int dp = grid.dp();
   const int first_seq = grid.dp_rank() * (G / dp);  // this DP rank's slice of every global batch
-  BatchLoader train_loader(train_split, T, (uint64_t)cfg.train.seed, /*shuffle=*/true);
-  const double val_bytes_per_token =
-      info && info->val_bytes > 0 ? (double)info->val_bytes / (double)info->val_tokens : 0.0;
+  const AttentionMaskSpec mask_spec = attention_mask_spec(cfg, info, train_split);
+  BatchLoader train_loader(train_split, T, (uint64_t)cfg.train.seed, /*shuffle=*/true, mask_spec);
+  const double val_bytes_per_token = info ? info->val_bytes_per_token(val_split.has_loss_mask()) : 0.0;
 
   // ---- model and optimizer -----------------------------------------------------------------
   check_memory_plan(cfg, mc, grid.tp(), backend.memory_info(), grid.dp());
@@ -577,6 +611,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   if (start_step > 0) metrics.write({{"type", "resume"}, {"step", start_step}});
 
   log_run_start(cfg, mc, grid, model.num_params(), train_split, val_split, train_loader);
+  // With the run summary on stdout (rank 0), not stderr: allowed settings, not failures.
+  for (const std::string& w : config_warnings(cfg)) log::info("warning: {}", w);
 
   // Periodic evaluations score eval_batches micro-batches; the final one run.final_eval_tokens
   // (a prefix of full windows), or the whole split. A stop signal caught meanwhile, agreed by all
@@ -589,7 +625,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     const EvalResult r = evaluate_split(model, val_split, T, M, max_windows, val_bytes_per_token, [&] {
       eval_stop_signal = agreed_stop_signal(*ctx.world);
       return eval_stop_signal > 0;
-    });
+    }, mask_spec);
     if (!r.stopped) {
       nlohmann::json j = r.to_json();
       j["type"] = "eval";
@@ -601,7 +637,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   };
 
   // ---- the training loop -------------------------------------------------------------------
-  std::vector<int32_t> inputs((size_t)M * T), targets((size_t)M * T);
+  StepBuffers buffers{std::vector<int32_t>((size_t)M * T), std::vector<int32_t>((size_t)M * T),
+                      std::vector<int32_t>(mask_spec.document_mask || mask_spec.prefix_lm ? 2 * (size_t)M * T : 0)};
   StepContext sc{model, opt, grad_sync, *ctx.dp, tp_comm, train_loader, flight.recorder.get()};
   const auto run_start = Clock::now();
   double train_secs = 0;
@@ -625,7 +662,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     }
     const auto t0 = Clock::now();
     const uint64_t tp_bytes0 = ctx.tp->bytes_issued(), dp_bytes0 = ctx.dp->bytes_issued();
-    const StepResult result = train_step(step, cfg, sc, first_seq, inputs, targets);
+    const StepResult result = train_step(step, cfg, sc, first_seq, buffers);
     const double secs = seconds_since(t0);
     train_secs += secs;
 

@@ -121,3 +121,138 @@ void write_token_shard(const std::string& path, const std::vector<int32_t>& toke
 }
 
 }  // namespace cr
+
+// ---- loss-mask shards ------------------------------------------------------------------------
+
+namespace cr {
+
+std::string loss_mask_path(const std::string& token_shard_path) {
+  const std::string ext = ".bin";
+  if (token_shard_path.size() >= ext.size() &&
+      token_shard_path.compare(token_shard_path.size() - ext.size(), ext.size(), ext) == 0)
+    return token_shard_path.substr(0, token_shard_path.size() - ext.size()) + ".mask";
+  return token_shard_path + ".mask";
+}
+
+LossMaskShard::LossMaskShard(std::string path, const TokenShard& tokens) : path_(std::move(path)) {
+  int fd = ::open(path_.c_str(), O_RDONLY);
+  if (fd < 0) CR_INPUT_ERROR("{}: cannot open loss mask: {}", path_, std::strerror(errno));
+  struct stat st {};
+  ::fstat(fd, &st);
+  const size_t file_bytes = (size_t)st.st_size;
+  const size_t header_bytes = kShardHeaderInts * sizeof(int32_t);
+  if (file_bytes < header_bytes) {
+    ::close(fd);
+    CR_INPUT_ERROR("{}: truncated loss mask: {} bytes, shorter than the {}-byte header", path_,
+                   file_bytes, header_bytes);
+  }
+  map_ = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map_ == MAP_FAILED) {
+    map_ = nullptr;
+    CR_INPUT_ERROR("{}: cannot map loss mask: {}", path_, std::strerror(errno));
+  }
+  map_bytes_ = file_bytes;
+  const int32_t* header = static_cast<const int32_t*>(map_);
+  std::string why;
+  if (header[0] != kMaskMagic)
+    why = fmt::format("bad magic {} in loss mask header, expected {}", header[0], kMaskMagic);
+  else if (header[1] != 1)
+    why = fmt::format("unsupported loss mask version {}, expected 1", header[1]);
+  else if (header[2] < 0 || (size_t)header[2] != tokens.size())
+    why = fmt::format("loss mask holds {} entries, its token shard {} holds {} tokens", header[2],
+                      tokens.path(), tokens.size());
+  else if (file_bytes < header_bytes + (size_t)header[2])
+    why = fmt::format("truncated loss mask: header says {} entries, file has {} bytes", header[2],
+                      file_bytes);
+  if (!why.empty()) {
+    ::munmap(map_, map_bytes_);
+    map_ = nullptr;
+    CR_INPUT_ERROR("{}: {}", path_, why);
+  }
+  n_ = (size_t)header[2];
+  body_ = static_cast<const uint8_t*>(map_) + header_bytes;
+}
+
+LossMaskShard::~LossMaskShard() {
+  if (map_) ::munmap(map_, map_bytes_);
+}
+
+LossMaskShard::LossMaskShard(LossMaskShard&& o) noexcept
+    : path_(std::move(o.path_)),
+      map_(std::exchange(o.map_, nullptr)),
+      map_bytes_(std::exchange(o.map_bytes_, 0)),
+      n_(std::exchange(o.n_, 0)),
+      body_(std::exchange(o.body_, nullptr)) {}
+
+void LossMaskShard::read(size_t i, size_t n, uint8_t* out) const {
+  CR_CHECK(i + n <= n_, "read [{}, {}) past the end of {} ({} entries)", i, i + n, path_, n_);
+  for (size_t k = 0; k < n; k++) {
+    const uint8_t m = body_[i + k];
+    if (m > 1)
+      CR_INPUT_ERROR("{}: loss mask entry {} at position {}, expected 0 or 1", path_, m, i + k);
+    out[k] = m;
+  }
+}
+
+// ---- streaming writer ------------------------------------------------------------------------
+
+ShardWriter::ShardWriter(std::string path, Kind kind) : path_(std::move(path)), kind_(kind) {
+  f_ = std::fopen(path_.c_str(), "wb");
+  if (!f_) CR_INPUT_ERROR("{}: cannot create: {}", path_, std::strerror(errno));
+  std::setvbuf(f_, nullptr, _IOFBF, 1 << 20);
+  int32_t header[kShardHeaderInts] = {};
+  header[0] = kind_ == Kind::Mask ? kMaskMagic : kShardMagic;
+  header[1] = kind_ == Kind::Tokens32 ? 2 : 1;
+  write(header, sizeof(header));
+}
+
+ShardWriter::~ShardWriter() {
+  if (f_) std::fclose(f_);
+}
+
+void ShardWriter::write(const void* data, size_t bytes) {
+  if (bytes && std::fwrite(data, 1, bytes, f_) != bytes)
+    CR_INPUT_ERROR("{}: write failed: {}", path_, std::strerror(errno));
+}
+
+void ShardWriter::append(const int32_t* tokens, size_t n) {
+  CR_CHECK(kind_ != Kind::Mask && f_, "{}: token append to a mask or closed shard", path_);
+  CR_CHECK(n_ + n <= (size_t)INT32_MAX, "{}: more than INT32_MAX tokens in one shard", path_);
+  if (kind_ == Kind::Tokens16) {
+    buf_.resize(n * 2);
+    uint16_t* out = reinterpret_cast<uint16_t*>(buf_.data());
+    for (size_t i = 0; i < n; i++) {
+      CR_CHECK(tokens[i] >= 0 && tokens[i] < 65536, "token {} does not fit a version-1 shard",
+               tokens[i]);
+      out[i] = (uint16_t)tokens[i];
+    }
+    write(out, n * 2);
+  } else {
+    for (size_t i = 0; i < n; i++) CR_CHECK(tokens[i] >= 0, "negative token id {}", tokens[i]);
+    write(tokens, n * 4);  // int32 >= 0 has the bits of its uint32 (little-endian hosts)
+  }
+  n_ += n;
+}
+
+void ShardWriter::append(const uint8_t* mask, size_t n) {
+  CR_CHECK(kind_ == Kind::Mask && f_, "{}: mask append to a token or closed shard", path_);
+  CR_CHECK(n_ + n <= (size_t)INT32_MAX, "{}: more than INT32_MAX entries in one mask", path_);
+  for (size_t i = 0; i < n; i++) CR_CHECK(mask[i] <= 1, "loss mask entry {}", mask[i]);
+  write(mask, n);
+  n_ += n;
+}
+
+void ShardWriter::close() {
+  CR_CHECK(f_, "{}: closed twice", path_);
+  const int32_t count = (int32_t)n_;
+  bool ok = std::fflush(f_) == 0 && std::fseek(f_, 2 * sizeof(int32_t), SEEK_SET) == 0 &&
+            std::fwrite(&count, sizeof(count), 1, f_) == 1 && std::fflush(f_) == 0 &&
+            ::fsync(::fileno(f_)) == 0;
+  const int err = errno;
+  ok = std::fclose(f_) == 0 && ok;
+  f_ = nullptr;
+  if (!ok) CR_INPUT_ERROR("{}: write failed: {}", path_, std::strerror(err));
+}
+
+}  // namespace cr

@@ -16,6 +16,12 @@ class Generator {
   // Feeds the token at the next position and returns its logits (first vocab_size entries are
   // real). Throws once the context (block_size) is full.
   const float* step(int32_t token) { return model_.decode(&token, 1, cache_); }
+  // Feeds a whole prompt at once (the first call only) and returns its last position's logits.
+  // prefix_lm: the prompt is read bidirectionally, as a prefix-LM trained on it (T5, UniLM);
+  // the tokens generated after it are causal.
+  const float* prefill(const int32_t* tokens, int n, bool prefix_lm) {
+    return model_.decode(tokens, n, cache_, prefix_lm);
+  }
   int position() const { return cache_.len; }
   void reset() { cache_.len = 0; }
 

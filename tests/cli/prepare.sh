@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# prepare: the byte and char tokenizers both make train_*.bin, val_*.bin and dataset.json from a
-# small text (ASCII and multi-byte UTF-8), with consistent token and byte counts; training on the
-# multi-byte data reports bits/byte = bits/token / (bytes per token); a --val-fraction outside
-# (0, 1) is rejected with one line.
+# prepare: the byte and char tokenizers both make data_train_*.bin, data_val_*.bin and
+# dataset.json from a small text (ASCII and multi-byte UTF-8), with consistent token and byte
+# counts (one document: the EOT, then the text); training on the multi-byte data reports
+# bits/byte = bits/token / (bytes per token); a --val-fraction outside (0, 1) is rejected with
+# one line. (prepare_*.sh test formats, shards, masks and the safety of --out.)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cli_init "$@"
@@ -21,11 +22,12 @@ EOF
 check_data_dir() {  # check_data_dir DIR TOKENIZER INPUT
   local d=$1
   [[ -f $d/dataset.json ]] || fail "$d: no dataset.json"
-  compgen -G "$d/train_*.bin" >/dev/null || fail "$d: no train_*.bin ($(ls "$d" | tr '\n' ' '))"
-  compgen -G "$d/val_*.bin" >/dev/null || fail "$d: no val_*.bin ($(ls "$d" | tr '\n' ' '))"
+  compgen -G "$d/data_train_*.bin" >/dev/null || fail "$d: no data_train_*.bin ($(ls "$d" | tr '\n' ' '))"
+  compgen -G "$d/data_val_*.bin" >/dev/null || fail "$d: no data_val_*.bin ($(ls "$d" | tr '\n' ' '))"
   "$PY" - "$@" <<'EOF'
 import glob, json, os, struct, sys
 d, tokenizer, src = sys.argv[1:4]
+ndocs = int(sys.argv[4]) if len(sys.argv) > 4 else 1
 info = json.load(open(os.path.join(d, "dataset.json")))
 text = open(src, encoding="utf-8", newline="").read()
 def fail(msg):
@@ -33,13 +35,15 @@ def fail(msg):
 tok = info.get("tokenizer", {})
 if tok.get("type") != tokenizer:
     fail("tokenizer type is %r, expected %r" % (tok.get("type"), tokenizer))
-want_vocab = 256 if tokenizer == "byte" else len(set(text))
+want_vocab = 257 if tokenizer == "byte" else len(set(text)) + 1  # + the EOT
+if tok.get("eot") != want_vocab - 1:
+    fail("eot %r, expected %d" % (tok.get("eot"), want_vocab - 1))
 if tok.get("vocab_size") != want_vocab:
     fail("vocab_size %r, expected %d" % (tok.get("vocab_size"), want_vocab))
 counts = {}
 for split in ("train", "val"):
     n = 0
-    for path in sorted(glob.glob(os.path.join(d, split + "_*.bin"))):
+    for path in sorted(glob.glob(os.path.join(d, "data_" + split + "_*.bin"))):
         data = open(path, "rb").read()
         magic, version, ntok = struct.unpack("<3i", data[:12])
         if magic != 20240520 or version != 1:
@@ -54,7 +58,7 @@ for split in ("train", "val"):
         fail("%s tokens: dataset.json says %d, shards hold %d" % (split, info[split]["tokens"], n))
     counts[split] = n
 total_bytes = len(text.encode("utf-8"))
-total_tokens = total_bytes if tokenizer == "byte" else len(text)
+total_tokens = (total_bytes if tokenizer == "byte" else len(text)) + ndocs
 if counts["train"] + counts["val"] != total_tokens:
     fail("train + val = %d tokens, the text has %d" % (counts["train"] + counts["val"], total_tokens))
 if info["train"]["bytes"] + info["val"]["bytes"] != total_bytes:
@@ -73,14 +77,16 @@ for tk in byte char; do
   done
 done
 
-# prepare reads a directory of inputs, too, and clears stale shards from --out.
+# prepare reads a directory of inputs, too (two files: two documents), and replaces the shards
+# of the dataset it wrote before in --out (here 7 of 1000 tokens) by the new ones.
 mkdir texts
 head -n 1500 ascii.txt >texts/a.txt
 tail -n 1500 ascii.txt >texts/b.txt
-touch d_char_ascii/train_000099.bin
+run_ok "$CR" prepare --input ascii.txt --tokenizer char --out d_char_ascii --shard-tokens 10000
+[[ -e d_char_ascii/data_train_000005.bin ]] || fail "no 6th shard of 10000 tokens: $(ls d_char_ascii)"
 run_ok "$CR" prepare --input texts --tokenizer char --out d_char_ascii
-[[ ! -e d_char_ascii/train_000099.bin ]] || fail "prepare left a stale shard in --out"
-check_data_dir d_char_ascii char ascii.txt
+[[ ! -e d_char_ascii/data_train_000001.bin ]] || fail "prepare left a stale shard in --out"
+check_data_dir d_char_ascii char ascii.txt 2
 
 # bits/byte on multi-byte text: the char tokenizer's tokens cover several bytes each.
 run_ok "$CR" train "$TINY" --set data.dir=d_char_utf8 --set train.max_steps=2 --set run.eval_every=0
@@ -104,6 +110,20 @@ expect_error '--val-fraction 0\b' '\(0, 1\)' -- "$CR" prepare --input ascii.txt 
 expect_error '--val-fraction 1\.5\b' '\(0, 1\)' -- "$CR" prepare --input ascii.txt --out bad --val-fraction 1.5
 expect_error '--val-fraction -0\.1\b' '\(0, 1\)' -- "$CR" prepare --input ascii.txt --out bad --val-fraction -0.1
 [[ ! -e bad ]] || fail "a rejected prepare created its --out dir"
-# A corpus too small to split names its size.
+# A corpus too small to split names its size, and leaves no --out behind.
 printf 'ab' >tiny.txt
 expect_error 'too small' -- "$CR" prepare --input tiny.txt --out bad
+[[ ! -e bad ]] || fail "a failed prepare left its --out dir"
+[[ -z $(compgen -G ".bad.prepare-tmp-*") ]] || fail "a failed prepare left its temp dir: $(ls -a)"
+
+# --tokenizer sentencepiece trains a model on the corpus (SentencePiece's C++ trainer in this
+# process, beside the protobuf of the checkpoint code) and encodes with it; the model travels in
+# dataset.json.
+"$CR" prepare --input ascii.txt --tokenizer sentencepiece --vocab-size 300 --out sp >sp.log 2>&1 \
+  || { cat sp.log; fail "prepare --tokenizer sentencepiece failed"; }
+"$PY" - sp/dataset.json <<'EOF'
+import json, sys
+t = json.load(open(sys.argv[1]))["tokenizer"]
+if t["type"] != "sp" or not 256 < t.get("vocab_size", 0) <= 300:
+    sys.exit("FAIL: sentencepiece dataset.json tokenizer %s" % {k: t[k] for k in t if k != "model_proto_base64"})
+EOF

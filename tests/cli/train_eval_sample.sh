@@ -43,7 +43,7 @@ if not last.get("full_split"):
     fail("the final eval is not over the full val split: %s" % last)
 print("-- val loss %.4f at step 0 -> %.4f at step 40 (full split, %d tokens); train loss %.4f -> %.4f"
       % (first["val_loss"], last["val_loss"], last["tokens"], train[0]["loss"], train[-1]["loss"]))
-# At step 0 the loss is about ln(vocab) = ln 26 = 3.26; the corpus is four sentences in random
+# At step 0 the loss is about ln(vocab) = ln 27 = 3.30 (25 characters, newline, end-of-text); the corpus is four sentences in random
 # order, so 40 steps reach ~1.5. Demand at least 1 nat of improvement.
 if not last["val_loss"] < first["val_loss"] - 1.0:
     fail("val loss did not fall by 1 nat: %.4f -> %.4f" % (first["val_loss"], last["val_loss"]))
@@ -55,13 +55,13 @@ EOF
 "$PY" - run/config.json <<'EOF'
 import json, sys
 c = json.load(open(sys.argv[1]))
-want = {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 32, "vocab_size": 26}
+want = {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 32, "vocab_size": 27}
 got = {k: c.get(k) for k in want}
 if got != want:
     sys.exit("FAIL: config.json has %s, expected %s" % (got, want))
 EOF
 grep -q '^  max_steps: 40$' run/config.yaml || fail "config.yaml does not record max_steps 40"
-grep -q '^  vocab_size: 26$' run/config.yaml || fail "config.yaml does not record the resolved vocab_size 26"
+grep -q '^  vocab_size: 27$' run/config.yaml || fail "config.yaml does not record the resolved vocab_size 27"
 
 # ---- eval --json agrees with the final evaluation -----------------------------------------------
 run_ok "$CR" eval run --json

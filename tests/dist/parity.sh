@@ -2,7 +2,7 @@
 # Distributed equals single-rank: the parity model trained 20 steps at each (tp, dp) layout under
 # mpirun must match the 1-rank run step by step and in the gathered final weights.
 # Usage: parity.sh CHAINRULE SRC_DIR LOSS_TOL WEIGHT_TOL LAYOUT...   (LAYOUT = tp,dp)
-# With CR_TEST_DROP_COLLECTIVE set (the negative control) every layout must FAIL instead, by a
+# DIST_PAIRS=1 runs the same on masked data (below). With CR_TEST_DROP_COLLECTIVE set (the negative control) every layout must FAIL instead, by a
 # loss or weight gap at least 100x its tolerance.
 set -euo pipefail
 BIN=$1 SRC=$2 LOSS_TOL=$3 WEIGHT_TOL=$4
@@ -14,8 +14,25 @@ CFG="$SRC/tests/dist/${DIST_CONFIG:-dist.yaml}"  # DIST_CONFIG: another model (d
 SETS=()
 for kv in ${DIST_SETS:-}; do SETS+=(--set "$kv"); done
 
+# DIST_PAIRS=1: prompt->completion data with a loss mask (prepare --format pairs), trained with
+# a document mask and prefix-LM: every rank's micro-batches count different numbers of targets.
+if [[ -n ${DIST_PAIRS:-} ]]; then
+  "$PY" "$SRC/tests/cli/make_pairs.py" pairs.jsonl 1500 7
+  "$BIN" prepare --input pairs.jsonl --format pairs --prompt-field prompt --completion-field completion \
+    --tokenizer char --out data_pairs >/dev/null
+  SETS+=(--set data.dir=data_pairs --set data.document_mask=true --set model.prefix_lm=true)
+fi
+
 drop=${CR_TEST_DROP_COLLECTIVE:-}
 ( unset CR_TEST_DROP_COLLECTIVE; "$BIN" train "$CFG" "${SETS[@]}" --set run.dir=ref >ref.log 2>&1 ) || { cat ref.log; fail "1-rank run failed"; }
+if [[ -n ${DIST_PAIRS:-} && -z $drop ]]; then
+  # The mean over counted targets does not depend on how the global batch is cut: one micro-batch
+  # of 8 sequences equals 8 of 1 (a mean of micro-batch means would not: their counts differ).
+  "$BIN" train "$CFG" "${SETS[@]}" --set run.dir=ref_mb8 --set train.micro_batch=8 >ref_mb8.log 2>&1 \
+    || { cat ref_mb8.log; fail "1-rank run with micro_batch 8 failed"; }
+  "$PY" "$SRC/tests/dist/compare_runs.py" ref ref_mb8 "$LOSS_TOL" "$WEIGHT_TOL" \
+    || fail "micro_batch 8 does not match micro_batch 1: the loss is not the mean over counted targets"
+fi
 for layout in "$@"; do
   tp=${layout%,*} dp=${layout#*,}
   np=$((tp * dp))

@@ -143,6 +143,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 run_step ops 60 "$B/bin/test_gpu_ops"
 run_step smoke 90 bash "$B/tests/gpu/smoke.sh" "$B/bin/chainrule" "$B"
 run_step parity 80 bash "$B/tests/gpu/parity.sh" "$B/bin/chainrule" "$B" 1e-5 2e-4 2,1 1,2 2,2
+run_step masked 60 bash "$B/tests/gpu/masked.sh" "$B/bin/chainrule" "$B" 1e-5 5e-4
 # About 10 s each (two watchdog timeouts of 2-3 s, NCCL init); the torch step, last, absorbs any
 # squeeze on the deadline.
 run_step nccl 25 "$B/bin/test_nccl"

@@ -139,9 +139,9 @@ EOF
 done
 
 # Scripts, configs and the little data they read (the bundle root is their SOURCE_DIR).
-cp "$SRC"/tests/cli/lib.sh "$SRC"/tests/cli/tiny.yaml "$STAGE/tests/cli/"
+cp "$SRC"/tests/cli/lib.sh "$SRC"/tests/cli/tiny.yaml "$SRC"/tests/cli/make_pairs.py "$STAGE/tests/cli/"
 cp "$SRC"/tests/dist/{lib.sh,compare_runs.py,dist.yaml,dist_llama.yaml} "$STAGE/tests/dist/"
-cp "$SRC"/tests/gpu/{lib.sh,gaps.py,smoke.sh,parity.sh,smoke_gpt2.yaml,smoke_llama.yaml,README.md} "$STAGE/tests/gpu/"
+cp "$SRC"/tests/gpu/{lib.sh,gaps.py,smoke.sh,parity.sh,masked.sh,smoke_gpt2.yaml,smoke_llama.yaml,README.md} "$STAGE/tests/gpu/"
 cp "$SRC"/tests/gpu/device_check.sh "$STAGE/"
 cp "$SRC"/bench/gpu/*.py "$STAGE/bench/gpu/"
 cp "$SRC"/configs/*.yaml "$STAGE/configs/"

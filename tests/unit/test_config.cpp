@@ -662,5 +662,109 @@ TEST_F(ConfigTest, MemoryPlanNamesNeedFreeAndWhatToLower) {
   }
 }
 
+// ------------------------------------------------------------------------------------------
+// Issue 14: shard globs, attention-mask keys, warnings and output-dir checks
+
+TEST_F(ConfigTest, ShardGlobAndMaskKeysParseAndRoundTrip) {
+  const Config d = load_config(write(kMinimal));
+  EXPECT_EQ(d.data.train_files, "");
+  EXPECT_EQ(d.data.val_files, "");
+  EXPECT_FALSE(d.data.document_mask);
+  EXPECT_FALSE(d.prefix_lm);
+  const Config c = load_config(write(std::string(kMinimal) +
+                                         "  train_files: \"shards/*_tr_*.bin\"\n"
+                                         "  val_files: /abs/{a,b}.bin\n"
+                                         "  document_mask: true\n",
+                                     "masks.yaml"),
+                               {"model.prefix_lm=true"});
+  EXPECT_EQ(c.data.train_files, "shards/*_tr_*.bin");
+  EXPECT_EQ(c.data.val_files, "/abs/{a,b}.bin");
+  EXPECT_TRUE(c.data.document_mask);
+  EXPECT_TRUE(c.prefix_lm);
+  const Config back = load_config(write(config_to_yaml(c), "resolved.yaml"));
+  EXPECT_EQ(back.data.train_files, c.data.train_files);
+  EXPECT_EQ(back.data.val_files, c.data.val_files);
+  EXPECT_TRUE(back.data.document_mask);
+  EXPECT_TRUE(back.prefix_lm);
+  // --set takes a glob as typed (YAML would read *.bin as an alias, {a,b} as a mapping); a
+  // quoted value is unquoted as YAML.
+  for (const std::string glob : {"*.bin", "{a,b}_*.bin", "[tv]*.bin", "&x*.bin"})
+    EXPECT_EQ(load_config(write(kMinimal, "g.yaml"), {"data.train_files=" + glob}).data.train_files,
+              glob);
+  EXPECT_EQ(load_config(write(kMinimal, "q.yaml"), {"data.val_files='*.bin'"}).data.val_files,
+            "*.bin");
+  EXPECT_EQ(load_config(write(kMinimal, "e.yaml"), {"data.val_files="}).data.val_files, "");
+  // ... and run.dir/config.yaml records such globs so that they read back (quoted).
+  const Config g = load_config(write(kMinimal, "g2.yaml"),
+                               {"data.train_files=*.bin", "data.val_files={a,b}_*.bin"});
+  const Config g_back = load_config(write(config_to_yaml(g), "g2_resolved.yaml"));
+  EXPECT_EQ(g_back.data.train_files, "*.bin");
+  EXPECT_EQ(g_back.data.val_files, "{a,b}_*.bin");
+  const std::string msg = error_of(write(kMinimal, "bad.yaml"), {"data.document_mask=maybe"});
+  EXPECT_TRUE(contains(msg, "data.document_mask = 'maybe'")) << msg;
+}
+
+TEST_F(ConfigTest, WarmupLongerThanTheRunWarnsWithTheNumbers) {
+  Config c = load_config(write(kMinimal), {"train.warmup_steps=50", "train.max_steps=20",
+                                           "train.lr=1e-3"});
+  const std::vector<std::string> w = config_warnings(c);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_TRUE(contains(w[0], "train.warmup_steps = 50")) << w[0];
+  EXPECT_TRUE(contains(w[0], "train.max_steps = 20")) << w[0];
+  EXPECT_TRUE(contains(w[0], "0.0004")) << w[0];  // the highest rate used: 1e-3 * 20/50
+  // warmup == max_steps reaches the peak at the last step (lr_at(19) = lr * 20/20): no warning.
+  c.train.warmup_steps = 20;
+  EXPECT_TRUE(config_warnings(c).empty());
+  c.train.max_steps = 0;  // no training at all: nothing to warn about
+  c.train.warmup_steps = 5;
+  EXPECT_TRUE(config_warnings(c).empty());
+}
+
+TEST_F(ConfigTest, OutputDirsMustBeWritableDirectories) {
+  Config c;
+  c.source = "run.yaml";
+  c.run.dir = (dir_ / "new" / "run").string();  // missing: created (and the probe removed)
+  c.checkpoint.dir = (dir_ / "ckpt").string();
+  check_output_dirs(c);
+  EXPECT_TRUE(fs::is_directory(c.run.dir));
+  EXPECT_TRUE(fs::is_empty(c.run.dir));
+  EXPECT_TRUE(fs::is_empty(c.checkpoint.dir));
+
+  auto error_for = [&](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    ADD_FAILURE() << "expected an InputError";
+    return std::string();
+  };
+  std::ofstream((dir_ / "file").string()) << "x";
+  Config a = c;
+  a.checkpoint.dir = (dir_ / "file").string();  // a file in the way
+  std::string msg = error_for([&] { check_output_dirs(a); });
+  EXPECT_TRUE(contains(msg, "checkpoint.dir '" + a.checkpoint.dir + "'")) << msg;
+  EXPECT_TRUE(contains(msg, "not a directory")) << msg;
+  a = c;
+  a.run.dir = (dir_ / "file" / "run").string();  // its parent is a file
+  msg = error_for([&] { check_output_dirs(a); });
+  EXPECT_TRUE(contains(msg, "run.dir '" + a.run.dir + "'")) << msg;
+  // An existing directory nobody can create files in, root included (permission bits would
+  // not stop root; /proc refuses new files to everyone).
+  a = c;
+  a.checkpoint.dir = "/proc/self";
+  msg = error_for([&] { check_output_dirs(a); });
+  EXPECT_TRUE(contains(msg, "checkpoint.dir '/proc/self' is not writable")) << msg;
+  if (::geteuid() != 0) {  // a read-only directory stops everyone else
+    fs::create_directories(dir_ / "ro");
+    fs::permissions(dir_ / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+    a = c;
+    a.run.dir = (dir_ / "ro").string();
+    msg = error_for([&] { check_output_dirs(a); });
+    EXPECT_TRUE(contains(msg, "is not writable")) << msg;
+    fs::permissions(dir_ / "ro", fs::perms::owner_all);
+  }
+}
+
 }  // namespace
 }  // namespace cr

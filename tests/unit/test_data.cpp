@@ -22,6 +22,7 @@
 #include "core/common/error.h"
 #include "core/data/loader.h"
 #include "core/data/shard.h"
+#include "core/data/split_files.h"
 #include "core/data/tokenizer.h"
 
 namespace cr {
@@ -61,7 +62,7 @@ TEST(Tokenizer, ByteLevelRoundTripsEveryByte) {
   for (int b = 0; b < 256; b++) text += (char)b;
   text += "h\xC3\xA9llo \xFF\xFE";  // UTF-8 and invalid bytes alike
   const Tokenizer tok = Tokenizer::byte_level();
-  EXPECT_EQ(tok.vocab_size(), 256);
+  EXPECT_EQ(tok.vocab_size(), 257);  // 256 bytes + the end-of-text token
   EXPECT_EQ(tok.kind(), Tokenizer::Kind::Byte);
   std::vector<uint8_t> counts;
   const auto ids = tok.encode(text, &counts);
@@ -113,7 +114,7 @@ TEST(Tokenizer, CharLevelRoundTripsMultiByteText) {
   EXPECT_EQ(tok.kind(), Tokenizer::Kind::Char);
   const auto cps = utf8_codepoints(text);
   const std::set<uint32_t> distinct(cps.begin(), cps.end());
-  EXPECT_EQ(tok.vocab_size(), (int)distinct.size());
+  EXPECT_EQ(tok.vocab_size(), (int)distinct.size() + 1);  // + the end-of-text token
   std::vector<uint8_t> counts;
   const auto ids = tok.encode(text, &counts);
   EXPECT_EQ(ids.size(), cps.size());
@@ -129,14 +130,14 @@ TEST(Tokenizer, CharLevelRoundTripsMultiByteText) {
 
 TEST(Tokenizer, CharVocabularyIsInCodePointOrder) {
   const Tokenizer tok = Tokenizer::char_level_from("cab\xC3\xA9" "a");
-  EXPECT_EQ(tok.vocab_size(), 4);
+  EXPECT_EQ(tok.vocab_size(), 5);
   EXPECT_EQ(tok.encode("abc\xC3\xA9"), (std::vector<int32_t>{0, 1, 2, 3}));
 }
 
 TEST(Tokenizer, CharLevelInvalidBytesBecomeLatin1Tokens) {
   const std::string text = "ab\xFF\xC3";  // 0xFF and a truncated lead byte
   const Tokenizer tok = Tokenizer::char_level_from(text);
-  EXPECT_EQ(tok.vocab_size(), 4);
+  EXPECT_EQ(tok.vocab_size(), 5);
   std::vector<uint8_t> counts;
   const auto ids = tok.encode(text, &counts);
   ASSERT_EQ(ids.size(), 4u);
@@ -179,7 +180,7 @@ TEST(Tokenizer, ByteJsonRoundTrip) {
   const auto j = Tokenizer::byte_level().to_json();
   const Tokenizer back = Tokenizer::from_json(j, "test");
   EXPECT_EQ(back.kind(), Tokenizer::Kind::Byte);
-  EXPECT_EQ(back.vocab_size(), 256);
+  EXPECT_EQ(back.vocab_size(), 257);
 }
 
 TEST(Tokenizer, FromJsonRejectsBadDescriptions) {
@@ -402,6 +403,144 @@ TEST(TokenSplit, ErrorsForMissingDirAndMissingShards) {
   EXPECT_TRUE(contains(msg3, "d_train_000001.bin")) << msg3;
 }
 
+// Split naming (issue 14 part 4): whole components of the stem, cut at '_', '-' and '.', decide
+// the split; a substring does not. The old rule (name.find(split)) fails every Interval/
+// Retrieval/Validation case below.
+TEST(SplitFiles, WholeNameComponentsDecideTheSplit) {
+  const std::map<std::string, ShardSplit> cases = {
+      {"fineweb_train_000001.bin", ShardSplit::Train},  // llm.c
+      {"fineweb_val_000000.bin", ShardSplit::Val},
+      {"train_000000.bin", ShardSplit::Train},  // older `chainrule prepare` data dirs
+      {"val_000000.bin", ShardSplit::Val},
+      {"tiny_train.bin", ShardSplit::Train},
+      {"tiny_val.bin", ShardSplit::Val},
+      {"interval_train_000001.bin", ShardSplit::Train},
+      {"retrieval_val_000000.bin", ShardSplit::Val},
+      {"retrieval_train_000001.bin", ShardSplit::Train},
+      {"web-train.part.000.bin", ShardSplit::Train},
+      {"a.val.bin", ShardSplit::Val},
+      {"interval_000001.bin", ShardSplit::None},
+      {"validation_000000.bin", ShardSplit::None},
+      {"trainer_000000.bin", ShardSplit::None},
+      {"fineweb_train_000001.mask", ShardSplit::None},  // a loss mask, not tokens
+      {"fineweb_train_000001.bin.mask", ShardSplit::None},
+      {"fineweb_train_000001.bin.tmp", ShardSplit::None},
+      {"train.txt", ShardSplit::None},
+  };
+  for (const auto& [name, want] : cases)
+    EXPECT_EQ(split_of_shard_name("/some/dir/" + name), want) << name;
+  const std::string msg = input_error_of([] { split_of_shard_name("/d/x_train_val_000.bin"); });
+  EXPECT_TRUE(contains(msg, "/d/x_train_val_000.bin")) << msg;
+  EXPECT_TRUE(contains(msg, "data.train_files")) << msg;
+}
+
+// The issue's first case, verbatim: a directory holding only interval_train_000001.bin used that
+// shard as the validation split too ("interval" contains "val").
+TEST(SplitFiles, IssueCaseIntervalTrainAloneHasNoValShard) {
+  TempDir dir;
+  write_token_shard(dir.file("interval_train_000001.bin"), {1, 2, 3});
+  TokenSplit train(dir.str(), "train");
+  ASSERT_EQ(train.shards().size(), 1u);
+  const std::string msg = input_error_of([&] { TokenSplit val(dir.str(), "val"); });
+  EXPECT_TRUE(contains(msg, "no val shard")) << msg;
+  EXPECT_TRUE(contains(msg, dir.str())) << msg;
+  EXPECT_TRUE(contains(msg, "data.val_files")) << msg;
+}
+
+// The issue's second case, verbatim: with retrieval_train_000001.bin and retrieval_val_000000.bin
+// the train shard was counted into the validation split too ("retrieval" contains "val").
+TEST(SplitFiles, IssueCaseRetrievalShardsEachInTheirOwnSplit) {
+  TempDir dir;
+  write_token_shard(dir.file("retrieval_train_000001.bin"), {1, 2, 3, 4});
+  write_token_shard(dir.file("retrieval_val_000000.bin"), {5, 6});
+  TokenSplit train(dir.str(), "train"), val(dir.str(), "val");
+  ASSERT_EQ(train.shards().size(), 1u);
+  ASSERT_EQ(val.shards().size(), 1u);
+  EXPECT_EQ(fs::path(train.shards()[0].path()).filename(), "retrieval_train_000001.bin");
+  EXPECT_EQ(fs::path(val.shards()[0].path()).filename(), "retrieval_val_000000.bin");
+  EXPECT_EQ(val.tokens(), 2u);
+}
+
+TEST(SplitFiles, AmbiguousNameAndMaskFiles) {
+  TempDir dir;
+  write_token_shard(dir.file("d_train_000000.bin"), {1, 2, 3});
+  write_token_shard(dir.file("d_val_000000.bin"), {1, 2});
+  // Never token shards (their contents are the loader's business, not the split rule's).
+  std::ofstream(dir.file("d_train_000000.mask")) << "a loss mask";
+  std::ofstream(dir.file("d_val_000000.mask")) << "a loss mask";
+  EXPECT_EQ(find_split_files(dir.str()).train.size(), 1u);
+  EXPECT_EQ(find_split_files(dir.str()).val.size(), 1u);
+  // A glob that also matches the masks still reads only token shards.
+  const SplitFiles g = find_split_files(dir.str(), {"d_train_*", "d_val_*"});
+  ASSERT_EQ(g.train.size(), 1u);
+  EXPECT_EQ(fs::path(g.train[0]).filename(), "d_train_000000.bin");
+  ASSERT_EQ(g.val.size(), 1u);
+
+  write_token_shard(dir.file("d_train_val_000000.bin"), {1});
+  const std::string msg = input_error_of([&] { find_split_files(dir.str()); });
+  EXPECT_TRUE(contains(msg, dir.file("d_train_val_000000.bin"))) << msg;
+  // Globs for both splits replace the name rule, ambiguous names included.
+  EXPECT_NO_THROW(find_split_files(dir.str(), {"d_train_0*.bin", "d_val_*.bin"}));
+}
+
+// data.train_files / data.val_files: globs relative to data.dir (subdirectories, braces) or
+// absolute, sorted by path; a directory name with glob metacharacters matches only itself.
+TEST(SplitFiles, GlobsOverrideTheNameRule) {
+  TempDir root;
+  const std::string dir = root.file("data[1]");
+  fs::create_directories(dir + "/shards");
+  fs::create_directories(dir + "/heldout");
+  write_token_shard(dir + "/shards/part-002.bin", {2, 2});
+  write_token_shard(dir + "/shards/part-001.bin", {1});
+  write_token_shard(dir + "/shards/other.tok", {3, 3, 3});
+  write_token_shard(dir + "/heldout/part-000.bin", {9, 9, 9, 9});
+  // What the pattern would match if data[1] were not escaped (the class [1] matches "1").
+  fs::create_directories(root.file("data1/shards"));
+  write_token_shard(root.file("data1/shards/part-009.bin"), {7});
+
+  const SplitFiles f = find_split_files(dir, {"shards/{part-*.bin,other.tok}", "heldout/*.bin"});
+  ASSERT_EQ(f.train.size(), 3u);
+  EXPECT_EQ(fs::path(f.train[0]).filename(), "other.tok");
+  EXPECT_EQ(fs::path(f.train[1]).filename(), "part-001.bin");
+  EXPECT_EQ(fs::path(f.train[2]).filename(), "part-002.bin");
+  ASSERT_EQ(f.val.size(), 1u);
+  // An absolute pattern is the user's own glob: its brackets are glob syntax, escaped here.
+  TokenSplit val(dir, "val", {"", fs::absolute(root.str()).string() + "/data\\[1\\]/heldout/*.bin"});
+  EXPECT_EQ(val.tokens(), 4u);
+  // One glob, the other split by name: no *_val_*.bin at the top of the dir.
+  const std::string msg = input_error_of([&] { TokenSplit s(dir, "val", {"shards/*.bin", ""}); });
+  EXPECT_TRUE(contains(msg, "no val shard")) << msg;
+}
+
+TEST(SplitFiles, GlobMatchingNothingNamesTheKeyAndPattern) {
+  TempDir dir;
+  write_token_shard(dir.file("d_train_000000.bin"), {1});
+  write_token_shard(dir.file("d_val_000000.bin"), {1});
+  fs::create_directories(dir.file("held_out.bin"));  // a directory does not count
+  const std::string msg =
+      input_error_of([&] { TokenSplit s(dir.str(), "train", {"", "held*.bin"}); });
+  EXPECT_TRUE(contains(msg, "data.val_files 'held*.bin'")) << msg;
+  EXPECT_TRUE(contains(msg, dir.str())) << msg;
+  const std::string msg2 = input_error_of([&] { find_split_files(dir.str(), {"x/*.bin", ""}); });
+  EXPECT_TRUE(contains(msg2, "data.train_files 'x/*.bin'")) << msg2;
+}
+
+TEST(SplitFiles, AFileInBothSplitsIsAnError) {
+  TempDir dir;
+  write_token_shard(dir.file("d_train_000000.bin"), {1});
+  write_token_shard(dir.file("d_val_000000.bin"), {1});
+  // Every .bin as train, val by name: d_val_000000.bin is in both.
+  const std::string msg = input_error_of([&] { TokenSplit s(dir.str(), "train", {"*.bin", ""}); });
+  EXPECT_TRUE(contains(msg, "d_val_000000.bin")) << msg;
+  EXPECT_TRUE(contains(msg, "both splits")) << msg;
+  EXPECT_TRUE(contains(msg, "data.train_files '*.bin'")) << msg;
+  // The same file reached by a relative and an absolute pattern is one file.
+  const std::string abs = fs::absolute(dir.file("d_train_000000.bin")).string();
+  const std::string msg2 =
+      input_error_of([&] { find_split_files(dir.str(), {"d_train_*.bin", abs}); });
+  EXPECT_TRUE(contains(msg2, "both splits")) << msg2;
+}
+
 TEST(DatasetInfo, WriteReadRoundTrip) {
   TempDir dir;
   EXPECT_FALSE(read_dataset_info(dir.str()).has_value());
@@ -415,7 +554,7 @@ TEST(DatasetInfo, WriteReadRoundTrip) {
   const auto back = read_dataset_info(dir.str());
   ASSERT_TRUE(back.has_value());
   ASSERT_TRUE(back->tokenizer.has_value());
-  EXPECT_EQ(back->tokenizer->vocab_size(), 4);
+  EXPECT_EQ(back->tokenizer->vocab_size(), 5);
   EXPECT_EQ(back->tokenizer->encode("\xC3\xA9zyx"), (std::vector<int32_t>{3, 2, 1, 0}));
   EXPECT_EQ(back->train_tokens, info.train_tokens);
   EXPECT_EQ(back->val_tokens, info.val_tokens);

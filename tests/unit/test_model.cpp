@@ -18,6 +18,7 @@
 #include "core/common/rng.h"
 #include "core/data/loader.h"
 #include "core/data/shard.h"
+#include "core/data/attention_mask.h"
 #include "core/model/generate.h"
 #include "core/model/gpt.h"
 #include "core/optim/adamw.h"
@@ -352,8 +353,21 @@ TEST(GPT, ForwardRejectsBadInputs) {
   in[3] = cfg.vocab_size;
   EXPECT_THROW(m.forward(in.data(), tgt.data(), 1, 8), Error);
   in[3] = 1;
-  tgt[2] = -1;
+  tgt[2] = cfg.vocab_size;
   EXPECT_THROW(m.forward(in.data(), tgt.data(), 1, 8), Error);
+  // A negative target is not counted (loss masks): the mean runs over the others, and with
+  // none counted the loss is 0.
+  std::vector<int32_t> some = tgt, none(17, -1);
+  some[2] = 5;
+  const float all8 = m.forward(in.data(), some.data(), 1, 8);
+  const std::vector<float> per(m.losses(), m.losses() + 8);
+  some[5] = -1;
+  double want = 0;
+  for (int i = 0; i < 8; i++) want += i == 5 ? 0 : per[i];
+  EXPECT_NEAR(m.forward(in.data(), some.data(), 1, 8), want / 7, 1e-6);
+  EXPECT_EQ(m.losses()[5], 0.f);
+  EXPECT_GT(all8, 0.f);
+  EXPECT_EQ(m.forward(in.data(), none.data(), 1, 8), 0.f);
   GPT fresh(cfg);
   EXPECT_THROW(fresh.backward(1.f), Error);
   ModelConfig bad = cfg;
@@ -393,6 +407,39 @@ TEST(Generator, KvCacheLogitsMatchFullForward) {
     gen.reset();
   }
   EXPECT_THROW(gen.step(cfg.vocab_size), Error);
+}
+
+// Prefix-LM decoding: a prompt prefilled bidirectionally, then tokens generated causally, gives
+// the logits of the training forward with the prefix-LM key ranges (the prompt a prefix run,
+// the rest causal): what sample --prefix-lm does is what training optimised. Negative control:
+// the causal prefill differs.
+TEST(Generator, PrefixLmPrefillMatchesMaskedForward) {
+  for (ModelFamily family : {ModelFamily::GPT2, ModelFamily::Llama}) {
+    ModelConfig cfg = tiny_config();
+    cfg.family = family;
+    GPT m(cfg);
+    m.init(41);
+    randomize(m, 42);
+    const int T = cfg.block_size, P = 6, Vp = cfg.padded_vocab(), V = cfg.vocab_size;
+    const auto toks = random_tokens(T, V, 43);
+    std::vector<uint8_t> prefix(T, 0);
+    std::fill(prefix.begin(), prefix.begin() + P, 1);
+    std::vector<int32_t> range(2 * T);
+    build_kv_range(toks.data(), prefix.data(), T, AttentionMaskSpec{false, true, -1}, range.data());
+    m.forward(toks.data(), nullptr, 1, T, range.data());
+    const std::vector<float> full(m.logits(), m.logits() + (size_t)T * Vp);
+    auto gap = [&](const float* lg, int t) {
+      double e = 0;
+      for (int v = 0; v < V; v++) e = std::max(e, (double)std::fabs(lg[v] - full[(size_t)t * Vp + v]));
+      return e;
+    };
+    Generator gen(m);
+    EXPECT_LT(gap(gen.prefill(toks.data(), P, /*prefix_lm=*/true), P - 1), 1e-5);
+    for (int t = P; t < T; t++) EXPECT_LT(gap(gen.step(toks[t]), t), 1e-5) << "position " << t;
+    Generator causal(m);
+    EXPECT_GT(gap(causal.prefill(toks.data(), P, /*prefix_lm=*/false), P - 1), 1e-3);
+    EXPECT_THROW(gen.prefill(toks.data(), 1, true), Error);  // only as the first call
+  }
 }
 
 TEST(Sample, GreedyAndTopOneAreArgmax) {
