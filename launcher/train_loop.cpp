@@ -341,6 +341,9 @@ struct StepContext {
 // The host buffers of one micro-batch: inputs and targets [M,T], kv_range [M,T,2] (empty
 // without document masks or prefix-LM: causal attention).
 struct StepBuffers {
+  StepBuffers(int M, int T, const AttentionMaskSpec& spec)
+      : inputs((size_t)M * T), targets((size_t)M * T),
+        kv_range(spec.document_mask || spec.prefix_lm ? 2 * (size_t)M * T : 0) {}
   std::vector<int32_t> inputs, targets, kv_range;
 };
 struct StepResult {
@@ -569,12 +572,9 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   TokenSplit train_split(cfg.data.dir, "train", shard_globs);
   TokenSplit val_split(cfg.data.dir, "val", shard_globs);
   const ModelConfig mc = model_config(cfg, info);
-  train_split.check_vocab(mc.vocab_size);
-  val_split.check_vocab(mc.vocab_size);
-  const int T = mc.block_size;
-  const int G = cfg.train.global_batch, M = cfg.train.micro_batch;
-  const int dp = grid.dp();
-  const int first_seq = grid.dp_rank() * (G / dp);  // this DP rank's slice of every global batch
+  for (const TokenSplit* split : {&train_split, &val_split}) split->check_vocab(mc.vocab_size);
+  const int T = mc.block_size, G = cfg.train.global_batch, M = cfg.train.micro_batch;
+  const int dp = grid.dp(), first_seq = grid.dp_rank() * (G / dp);  // this rank's slice of a batch
   const AttentionMaskSpec mask_spec = attention_mask_spec(cfg, info, train_split);
   BatchLoader train_loader(train_split, T, (uint64_t)cfg.train.seed, /*shuffle=*/true, mask_spec);
   const double val_bytes_per_token = info ? info->val_bytes_per_token(val_split.has_loss_mask()) : 0.0;
@@ -637,8 +637,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   };
 
   // ---- the training loop -------------------------------------------------------------------
-  StepBuffers buffers{std::vector<int32_t>((size_t)M * T), std::vector<int32_t>((size_t)M * T),
-                      std::vector<int32_t>(mask_spec.document_mask || mask_spec.prefix_lm ? 2 * (size_t)M * T : 0)};
+  StepBuffers buffers(M, T, mask_spec);
   StepContext sc{model, opt, grad_sync, *ctx.dp, tp_comm, train_loader, flight.recorder.get()};
   const auto run_start = Clock::now();
   double train_secs = 0;

@@ -43,8 +43,8 @@ if not last.get("full_split"):
     fail("the final eval is not over the full val split: %s" % last)
 print("-- val loss %.4f at step 0 -> %.4f at step 40 (full split, %d tokens); train loss %.4f -> %.4f"
       % (first["val_loss"], last["val_loss"], last["tokens"], train[0]["loss"], train[-1]["loss"]))
-# At step 0 the loss is about ln(vocab) = ln 27 = 3.30 (25 characters, newline, end-of-text); the corpus is four sentences in random
-# order, so 40 steps reach ~1.5. Demand at least 1 nat of improvement.
+# At step 0 the loss is about ln(vocab) = ln 27 = 3.30 (25 characters, newline, end-of-text);
+# the corpus is four sentences in random order, so 40 steps reach ~1.5. Demand at least 1 nat of improvement.
 if not last["val_loss"] < first["val_loss"] - 1.0:
     fail("val loss did not fall by 1 nat: %.4f -> %.4f" % (first["val_loss"], last["val_loss"]))
 if not train[-1]["loss"] < train[0]["loss"] - 1.0:

@@ -141,7 +141,9 @@ TEST(EmuCrossEntropy, IgnoredTargetsGetZeroGradient) {
     cr::cuda::run_crossentropy_row_sums(kLaunch, sums.data(), logits.data(), row_max.data(),
                                         ignored.data(), s.N, s.Vl, s.v0, s.n_valid);
     for (int n = 0; n < s.N; n++) {
-      if (ignored[n] < 0) EXPECT_EQ(sums[s.N + n], 0.f) << "target logit of row " << n;
+      if (ignored[n] < 0) {
+        EXPECT_EQ(sums[s.N + n], 0.f) << "target logit of row " << n;
+      }
     }
     std::vector<float> dbuf(l.size(), NAN);
     float* d = in_place ? logits.data() : dbuf.data();

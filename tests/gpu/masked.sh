@@ -7,7 +7,7 @@
 set -euo pipefail
 BIN=$1 SRC_ARG=$2 LOSS_TOL=$3 WEIGHT_TOL=$4
 source "$(dirname "$0")/lib.sh"
-gpu_init "$BIN" "$SRC_ARG" 400
+gpu_init "$BIN" "$SRC_ARG" 4000
 "$PY" "$SRC/tests/cli/make_pairs.py" pairs.jsonl 1500 7
 "$BIN" prepare --input pairs.jsonl --format pairs --prompt-field prompt --completion-field completion \
   --tokenizer char --out pairs >/dev/null

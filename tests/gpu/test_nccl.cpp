@@ -40,6 +40,11 @@ using namespace std::chrono_literals;
 namespace {
 
 int failures = 0;
+// Progress through a check, so a hang in the log names the call it is in.
+void stage(const char* what) {
+  std::printf("NCCLSTAGE rank=%d %s\n", process_identity().rank, what);
+  std::fflush(stdout);
+}
 void report(const std::string& check, bool ok, const std::string& detail = "") {
   if (!ok) failures++;
   std::printf("NCCLCHECK rank=%d check=%s result=%s detail=%s\n", process_identity().rank,
@@ -169,7 +174,9 @@ void CUDART_CB stall(void*) {
 // aborted communicator's kernel must not run afterwards); the process ends with _Exit.
 void check_collective_watchdog(std::shared_ptr<NcclApi> api, Device& dev) {
 #if CR_TEST_NCCL_CUDA
+  stage("collective watchdog: init");
   auto c = NcclCommunicator::init(api, api->unique_id(), 0, 1, "stall[0]", 10s);
+  stage("collective watchdog: initialised");
   NcclApi::Stream compute = api->create_stream();
   c->set_compute_stream(compute);
   c->set_timeout(2s);
@@ -180,11 +187,13 @@ void check_collective_watchdog(std::shared_ptr<NcclApi> api, Device& dev) {
   });
   float* buf = dev.put(std::vector<float>(16, 1.f));
   cudaLaunchHostFunc(static_cast<cudaStream_t>(compute), stall, nullptr);
+  stage("collective watchdog: stream stalled, all_reduce");
   const auto t0 = std::chrono::steady_clock::now();
   try {
     c->all_reduce(buf, 16, ReduceOp::Sum, "watchdog.stall");
   } catch (const std::runtime_error&) {
   }
+  stage("collective watchdog: all_reduce returned");
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report("watchdog.collective", msg.find("all_reduce(sum) #1 watchdog.stall") != std::string::npos &&
                                     c->aborted() && s < 10,
