@@ -14,25 +14,34 @@
 
 namespace cr {
 
-TokenShard::TokenShard(std::string path) : path_(std::move(path)) {
-  int fd = ::open(path_.c_str(), O_RDONLY);
-  if (fd < 0) CR_INPUT_ERROR("{}: cannot open token shard: {}", path_, std::strerror(errno));
+namespace {
+
+// Maps a file with the 256 x int32 header read-only into *map (*bytes long); `what` names the
+// kind ("token shard", "loss mask") in the one-line errors: cannot open, shorter than the header,
+// cannot map.
+void map_shard_file(const std::string& path, const char* what, void** map, size_t* bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) CR_INPUT_ERROR("{}: cannot open {}: {}", path, what, std::strerror(errno));
   struct stat st {};
   ::fstat(fd, &st);
   const size_t file_bytes = (size_t)st.st_size;
   const size_t header_bytes = kShardHeaderInts * sizeof(int32_t);
   if (file_bytes < header_bytes) {
     ::close(fd);
-    CR_INPUT_ERROR("{}: truncated token shard: {} bytes, shorter than the {}-byte header",
-                   path_, file_bytes, header_bytes);
+    CR_INPUT_ERROR("{}: truncated {}: {} bytes, shorter than the {}-byte header", path, what,
+                   file_bytes, header_bytes);
   }
-  map_ = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  void* m = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    CR_INPUT_ERROR("{}: cannot map token shard: {}", path_, std::strerror(errno));
-  }
-  map_bytes_ = file_bytes;
+  if (m == MAP_FAILED) CR_INPUT_ERROR("{}: cannot map {}: {}", path, what, std::strerror(errno));
+  *map = m;
+  *bytes = file_bytes;
+}
+
+}  // namespace
+
+TokenShard::TokenShard(std::string path) : path_(std::move(path)) {
+  map_shard_file(path_, "token shard", &map_, &map_bytes_);
   try {
     validate_header();
   } catch (...) {  // the destructor does not run for a throwing constructor
@@ -135,24 +144,9 @@ std::string loss_mask_path(const std::string& token_shard_path) {
 }
 
 LossMaskShard::LossMaskShard(std::string path, const TokenShard& tokens) : path_(std::move(path)) {
-  int fd = ::open(path_.c_str(), O_RDONLY);
-  if (fd < 0) CR_INPUT_ERROR("{}: cannot open loss mask: {}", path_, std::strerror(errno));
-  struct stat st {};
-  ::fstat(fd, &st);
-  const size_t file_bytes = (size_t)st.st_size;
+  map_shard_file(path_, "loss mask", &map_, &map_bytes_);
+  const size_t file_bytes = map_bytes_;
   const size_t header_bytes = kShardHeaderInts * sizeof(int32_t);
-  if (file_bytes < header_bytes) {
-    ::close(fd);
-    CR_INPUT_ERROR("{}: truncated loss mask: {} bytes, shorter than the {}-byte header", path_,
-                   file_bytes, header_bytes);
-  }
-  map_ = ::mmap(nullptr, file_bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    CR_INPUT_ERROR("{}: cannot map loss mask: {}", path_, std::strerror(errno));
-  }
-  map_bytes_ = file_bytes;
   const int32_t* header = static_cast<const int32_t*>(map_);
   std::string why;
   if (header[0] != kMaskMagic)

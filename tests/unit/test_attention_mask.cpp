@@ -17,17 +17,9 @@ namespace cr {
 namespace {
 
 using testing::randn;
+using testing::rel_gap;
 constexpr int32_t kEot = 9;
 
-// max |a - b| / max |b|, over all elements.
-double rel_gap(const std::vector<float>& a, const std::vector<float>& b) {
-  double gap = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    gap = std::max(gap, (double)std::fabs(a[i] - b[i]));
-    ref = std::max(ref, (double)std::fabs(b[i]));
-  }
-  return gap / std::max(ref, 1e-30);
-}
 
 std::vector<int32_t> ranges(const std::vector<int32_t>& tok, const std::vector<uint8_t>& prefix,
                             bool doc, bool plm) {

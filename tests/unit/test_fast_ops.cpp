@@ -19,16 +19,8 @@ namespace cr {
 namespace {
 
 using testing::randn;
+using testing::rel_gap;
 
-// max |a - b| / max |b|, over all elements.
-double rel_gap(const std::vector<float>& a, const std::vector<float>& b) {
-  double gap = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); i++) {
-    gap = std::max(gap, (double)std::fabs(a[i] - b[i]));
-    ref = std::max(ref, (double)std::fabs(b[i]));
-  }
-  return gap / std::max(ref, 1e-30);
-}
 
 TEST(FastOps, ExpApproximation) {
   for (float x = -87.f; x < 88.f; x += 0.01f)

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -29,6 +31,16 @@ inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.f) {
   std::vector<float> v(n);
   for (auto& x : v) x = (float)rng.normal() * scale;
   return v;
+}
+
+// max |a - b| / max |b|, over all elements.
+inline double rel_gap(const std::vector<float>& a, const std::vector<float>& b) {
+  double gap = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); i++) {
+    gap = std::max(gap, (double)std::fabs(a[i] - b[i]));
+    ref = std::max(ref, (double)std::fabs(b[i]));
+  }
+  return gap / std::max(ref, 1e-30);
 }
 
 // A fresh directory per test (and process), removed afterwards.
