@@ -10,6 +10,9 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libfmt-dev
   libpcre2-dev libsentencepiece-dev   # tokenizers: HF byte-level BPE regexes, SentencePiece
   zlib1g-dev libzstd-dev zstd    # prepare's .gz / .zst inputs (zstd: the tests compress with it)
+  libssl-dev                     # compress: SHA-256 of the model and tokenizer (OpenSSL EVP)
+  chromium fonts-dejavu-core     # score --html: the heat map rendered by a real headless browser
+  xz-utils gzip                  # bench/compress: the classic compressors it compares with
   libgtest-dev libgmock-dev libbenchmark-dev
   fortunes                       # the embedded default corpus (/usr/share/games/fortunes)
   python3-torch python3-numpy    # the numerical reference in tests (/usr/bin/python3)

@@ -59,6 +59,34 @@ struct SampleOptions {
 };
 int run_sample(const SampleOptions& opt);
 
+// `chainrule score`: per-token surprisal (bits), rank and likeliest alternatives (score.cpp).
+struct ScoreOptions {
+  std::string model;      // run dir or .safetensors
+  std::string data_dir;   // tokenizer source when the model has none beside it
+  std::string input;      // a text file ("-": stdin); scored after an end-of-text token
+  std::string tokens;     // or an llm.c token shard (.bin), scored as is
+  int stride = 0;         // window step in tokens; 0: block_size / 2
+  int micro_batch = 8;    // windows per forward pass
+  int top = 5;            // alternatives listed per token
+  bool json = false;      // JSON lines on stdout instead of the terminal heat map
+  std::string html;       // also write a standalone HTML heat map here
+  std::string color = "auto";  // terminal colours: auto | always | never
+};
+int run_score(const ScoreOptions& opt);
+
+// `chainrule compress` / `decompress`: arithmetic coding with the model's next-token
+// distribution (compress.cpp; the container format is documented there).
+struct CompressOptions {
+  std::string model;
+  std::string data_dir;
+  std::string in, out;
+  int64_t chunk_bytes = 1 << 16;  // independent chunks, coded in parallel as one batch
+  int batch = 0;                  // chunks per forward pass; 0: all of them, up to 64
+  bool force = false;             // overwrite OUT
+};
+int run_compress(const CompressOptions& opt);
+int run_decompress(const CompressOptions& opt);
+
 struct CkptOptions {
   std::string dir;  // a checkpoint (step_N/) or a checkpoint.dir
   std::string out;  // export: output directory

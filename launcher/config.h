@@ -52,6 +52,12 @@ struct RunSettings {
   // Tokens scored by the final evaluation: a fixed prefix of full windows of block_size tokens
   // (ceil(final_eval_tokens / block_size) of them). 0: the whole val split, ragged tails included.
   int64_t final_eval_tokens = 0;
+  // Rank 0 also writes TensorBoard event files (core/io/tfevents.h) into dir: every scalar of
+  // metrics.jsonl, per-layer norms every eval_every steps, a text sample at each evaluation.
+  bool tensorboard = false;
+  // One rank's (device's) peak dense TFLOP/s at train.dtype, the denominator of MFU (model
+  // FLOP/s over world x peak) in metrics.jsonl; 0: MFU is not recorded (model_tflops still is).
+  float peak_tflops = 0.f;
 };
 
 struct ParallelSettings {

@@ -49,6 +49,10 @@ struct LoadedModel {
 };
 LoadedModel load_trained_model(const std::string& path);
 
+// The tokenizer to use with a loaded model: --data DIR's when given, else the run dir's
+// tokenizer.chainrule.json, else the run's data dir's dataset.json; an InputError when none.
+Tokenizer find_tokenizer(const LoadedModel& lm, const std::string& data_dir_flag);
+
 constexpr const char* kRunTokenizerFile = "tokenizer.chainrule.json";
 
 }  // namespace cr

@@ -20,21 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-Tokenizer find_tokenizer(const LoadedModel& lm, const std::string& data_dir_flag) {
-  if (!data_dir_flag.empty()) {
-    auto info = read_dataset_info(data_dir_flag);
-    if (!info || !info->tokenizer)
-      CR_INPUT_ERROR("--data {}: no {} with a tokenizer", data_dir_flag, kDatasetInfoFile);
-    return *info->tokenizer;
-  }
-  if (!lm.tokenizer_path.empty()) return Tokenizer::load(lm.tokenizer_path);
-  if (!lm.data_dir.empty()) {
-    auto info = read_dataset_info(lm.data_dir);
-    if (info && info->tokenizer) return *info->tokenizer;
-  }
-  CR_INPUT_ERROR("no tokenizer found beside the model; pass --data DIR (a prepared data dir)");
-}
-
 // What `eval` takes from the run that made MODEL (its config.yaml): data.train_files /
 // data.val_files, so eval on the run's data dir reads the val split training read, and the
 // attention masks the model trained with. Nothing for a model without a run config.
@@ -111,6 +96,21 @@ std::vector<int32_t> start_tokens(const Tokenizer& tok, const std::string& promp
 }
 
 }  // namespace
+
+Tokenizer find_tokenizer(const LoadedModel& lm, const std::string& data_dir_flag) {
+  if (!data_dir_flag.empty()) {
+    auto info = read_dataset_info(data_dir_flag);
+    if (!info || !info->tokenizer)
+      CR_INPUT_ERROR("--data {}: no {} with a tokenizer", data_dir_flag, kDatasetInfoFile);
+    return *info->tokenizer;
+  }
+  if (!lm.tokenizer_path.empty()) return Tokenizer::load(lm.tokenizer_path);
+  if (!lm.data_dir.empty()) {
+    auto info = read_dataset_info(lm.data_dir);
+    if (info && info->tokenizer) return *info->tokenizer;
+  }
+  CR_INPUT_ERROR("no tokenizer found beside the model; pass --data DIR (a prepared data dir)");
+}
 
 int run_eval(const EvalOptions& opt) {
   if (opt.micro_batch < 1) CR_INPUT_ERROR("--micro-batch {}: expected a positive integer", opt.micro_batch);

@@ -7,8 +7,9 @@
 //   on; averaged once) -> global gradient norm + clipping -> AdamW on the shard at the scheduled
 //   learning rate (ZeRO-1: gradients reduce-scattered, AdamW on this rank's parts, parameters
 //   all-gathered)
-//   -> metrics and progress (rank 0) -> periodic validation -> checkpoints (every N steps, at the
-//   end, on SIGTERM/SIGUSR1) -> final evaluation and export.
+//   -> metrics and progress (rank 0; with run.tensorboard also TensorBoard event files) -> periodic
+//   validation (and per-layer norms, a text sample) -> checkpoints (every N steps, at the end, on
+//   SIGTERM/SIGUSR1) -> final evaluation and export.
 // With checkpoint.dir set, a run first resumes from the newest sound checkpoint there: weights,
 // AdamW moments and step count, data position and LR schedule, so the steps that follow are
 // bit-identical to an uninterrupted run.
@@ -20,12 +21,15 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
 #include "core/common/error.h"
 #include "core/common/log.h"
 #include "core/data/loader.h"
+#include "core/io/tfevents.h"
+#include "core/model/generate.h"
 #include "core/model/gpt.h"
 #include "core/model/hf_interchange.h"
 #include "core/optim/adamw.h"
@@ -59,21 +63,60 @@ std::string human_count(double n) {
   return fmt::format("{:.0f}", n);
 }
 
-// Appends one JSON object per line; flushed so a crashed run keeps its history.
-// Only rank 0 writes; the others hold a closed stream.
+// run.dir/metrics.jsonl: one JSON object per line, flushed so a crashed run keeps its history;
+// a resumed run appends after a "resume" line (the lines that follow supersede those of its
+// steps after the checkpoint), a fresh one starts the file anew. With run.tensorboard the same
+// numbers also go to a TensorBoard event file of this run start (core/io/tfevents.h), whose
+// SessionLog START makes TensorBoard drop the superseded steps the same way. Only rank 0
+// writes; the others hold a closed stream.
 class MetricsLog {
  public:
-  MetricsLog(const fs::path& path, bool writer, bool append) {
+  MetricsLog(const Config& cfg, bool writer, int start_step) {
     if (!writer) return;
-    out_.open(path, append ? std::ios::app : std::ios::trunc);
+    const fs::path path = fs::path(cfg.run.dir) / "metrics.jsonl";
+    out_.open(path, start_step > 0 ? std::ios::app : std::ios::trunc);
     if (!out_) CR_INPUT_ERROR("{}: cannot create metrics file", path.string());
+    if (cfg.run.tensorboard) events_.emplace(cfg.run.dir, start_step > 0 ? start_step + 1 : 0);
+    if (start_step > 0) write({{"type", "resume"}, {"step", start_step}});
   }
+  // A text sample's bytes may end inside a UTF-8 character: replaced (U+FFFD), never a throw.
   void write(const nlohmann::json& j) {
-    if (out_.is_open()) out_ << j.dump() << "\n" << std::flush;
+    if (!out_.is_open()) return;
+    out_ << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n" << std::flush;
+    if (events_) record_events(j);
+  }
+  // The event file's buffered records to disk: at log steps, checkpoints, evaluations and the end.
+  void flush() {
+    if (events_) events_->flush();
   }
 
  private:
+  // The TensorBoard twin of a metrics line: every number of a "train" line as train/KEY, of an
+  // "eval" line as val/KEY (less its val_ prefix), of a "norms" line as norms/param/GROUP and
+  // norms/grad/GROUP; a "sample" line's text as samples/text (the text plugin).
+  // The text plugin renders Markdown: as an indented code block (every line after 4 spaces) a
+  // sample keeps its line breaks and shows every character as it is.
+  static std::string code_block(const std::string& text) {
+    std::string out = "    ";
+    for (char ch : text) out += ch == '\n' ? std::string("\n    ") : std::string(1, ch);
+    return out;
+  }
+  void record_events(const nlohmann::json& j) {
+    const std::string type = j.value("type", "");
+    const int64_t step = j.value("step", (int64_t)0);
+    if (type == "sample") return events_->text("samples/text", step, code_block(j.value("text", "")));
+    if (type != "train" && type != "eval" && type != "norms") return;
+    std::function<void(const std::string&, const nlohmann::json&)> walk = [&](const std::string& tag,
+                                                                             const nlohmann::json& v) {
+      if (v.is_number()) events_->scalar(tag, step, v.get<float>());
+      if (!v.is_object()) return;
+      for (const auto& [k, x] : v.items())
+        if (k != "type" && k != "step") walk(tag + "/" + (k.rfind("val_", 0) == 0 ? k.substr(4) : k), x);
+    };
+    walk(type == "eval" ? "val" : type, j);
+  }
   std::ofstream out_;
+  std::optional<EventWriter> events_;
 };
 
 // SIGTERM (Slurm pre-emption, `kill`) and SIGUSR1 (`#SBATCH --signal`, mpirun forwards it) ask
@@ -349,22 +392,92 @@ struct StepBuffers {
 struct StepResult {
   float loss, norm, lr;  // mean loss over the global batch (nats), pre-clip gradient norm, LR
   double comm_exposed_s = 0;  // time the step waited for the DP gradient reduction
+  nlohmann::json norms;  // per-layer norms (layer_norms) when due (norms_due), else null
 };
 
+// ZeRO-1: the parts of the flat buffer whose squares this rank adds to a global norm, so that
+// over the DP group every element counts once: its part of every bucket, and on DP rank 0 only
+// the bucket tails (fewer than dp floats each) that every rank owns and updates.
+std::vector<FlatRange> zero_norm_ranges(const GradientSync& gs, const Communicator& dp) {
+  std::vector<FlatRange> out;
+  for (const FlatRange& b : gs.buckets())
+    for (const FlatRange& r : {owned_part(b, dp.rank(), dp.size()),
+                               dp.rank() == 0 ? bucket_tail(b, dp.size()) : FlatRange{0, 0}})
+      if (r.size() > 0) out.push_back(r);
+  return out;
+}
+
 // ZeRO-1's global gradient norm: each DP rank holds the mean gradient only in its parts, so the
-// sum of squares is summed over the DP group (each part once) and then over the TP group (TP
+// sum of squares is summed over the DP group (each element once) and then over the TP group (TP
 // shards each once, replicated tensors from TP rank 0); clipping scales the parts.
 float clip_zero_grad_norm(StepContext& c, float* grads, float max_norm) {
-  const auto& parts = c.grad_sync.owned();
   Backend& be = c.model.backend();
-  float sq = (float)grad_sum_squares(c.model.layout(), grads, parts, c.tp.rank() == 0, be);
+  float sq = (float)grad_sum_squares(c.model.layout(), grads, zero_norm_ranges(c.grad_sync, c.dp),
+                                     c.tp.rank() == 0, be);
   c.dp.all_reduce(&sq, 1, ReduceOp::Sum, "grad_norm.dp");
   if (c.tp.size() > 1) c.tp.all_reduce_sum(&sq, 1, "grad_norm");
   const float norm = std::sqrt(sq);
   if (max_norm > 0.f && norm > max_norm)
-    for (const FlatRange& r : parts)
+    for (const FlatRange& r : c.grad_sync.owned())
       be.scale(TensorView(grads + r.begin, {(int64_t)r.size()}, DType::F32, be.device()), max_norm / norm);
   return norm;
+}
+
+// ---- per-layer norms ----------------------------------------------------------------------------
+
+// Per-layer norms are recorded every run.eval_every steps and after the last step.
+bool norms_due(const Config& cfg, int done) {
+  return done == cfg.train.max_steps || (cfg.run.eval_every > 0 && done % cfg.run.eval_every == 0);
+}
+
+// The group a parameter's norm is reported under: its transformer block ("layer_07", the index
+// zero-padded to the widest), the token embedding (also the LM head when tied), the position
+// embedding (gpt2), the final norm, the untied LM head.
+std::string norm_group(const std::string& name, int n_layer) {
+  if (name.rfind("h.", 0) == 0)
+    return fmt::format("layer_{:0{}}", std::stoi(name.substr(2)),
+                       std::max<size_t>(2, std::to_string(n_layer - 1).size()));
+  if (name == "wte") return "embedding";
+  if (name == "wpe") return "position_embedding";
+  if (name.rfind("ln_f.", 0) == 0) return "final_norm";
+  return name;  // lm_head
+}
+
+// The whole model's L2 norm of each group's parameters and gradients (the DP mean, before
+// clipping): {"param": {GROUP: norm}, "grad": {GROUP: norm}}, the same numbers at any layout.
+// Each element counts once: sums of squares over TP shards are summed over the TP group and
+// replicated tensors come from TP rank 0 only; with ZeRO-1 (the mean gradient exists only in
+// each rank's parts) every DP rank sums its zero_norm_ranges and the sums are summed over DP.
+// A collective over TP (and DP with ZeRO): every rank calls it at the same steps.
+nlohmann::json layer_norms(StepContext& c, float* grads) {
+  const GPT& model = c.model;
+  Backend& be = model.backend();
+  const bool zero = c.grad_sync.zero() && c.dp.size() > 1;
+  const std::vector<FlatRange> ranges =
+      zero ? zero_norm_ranges(c.grad_sync, c.dp) : std::vector<FlatRange>{{0, model.layout().total()}};
+  std::vector<std::string> groups;
+  std::vector<double> sq;  // per group: the sum of squares of its parameters, then of its gradients
+  for (const ParamTensor& t : model.layout().tensors()) {
+    const std::string g = norm_group(t.name, model.config().n_layer);
+    const size_t k = std::find(groups.begin(), groups.end(), g) - groups.begin();
+    if (k == groups.size()) groups.push_back(g), sq.resize(2 * groups.size(), 0.0);
+    if (t.shard_dim < 0 && c.tp.rank() != 0) continue;
+    for (const FlatRange& r : ranges) {
+      const size_t b = std::max(r.begin, t.offset), e = std::min(r.end, t.offset + t.numel);
+      if (b >= e) continue;
+      sq[2 * k] += be.sum_squares(model.param_buffer().view(b, e - b));
+      sq[2 * k + 1] += be.sum_squares(TensorView(grads + b, {(int64_t)(e - b)}, DType::F32, be.device()));
+    }
+  }
+  std::vector<float> sum(sq.begin(), sq.end());
+  if (zero) c.dp.all_reduce(sum.data(), sum.size(), ReduceOp::Sum, "norms.dp");
+  if (c.tp.size() > 1) c.tp.all_reduce_sum(sum.data(), sum.size(), "norms");
+  nlohmann::json out = {{"param", nlohmann::json::object()}, {"grad", nlohmann::json::object()}};
+  for (size_t k = 0; k < groups.size(); k++) {
+    out["param"][groups[k]] = std::sqrt(sum[2 * k]);
+    out["grad"][groups[k]] = std::sqrt(sum[2 * k + 1]);
+  }
+  return out;
 }
 
 // One optimizer step: train.global_batch sequences as micro-batches of forward and backward on
@@ -409,6 +522,7 @@ StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq
   if (!std::isfinite(loss))
     CR_INPUT_ERROR("training diverged: loss is {} at step {} (lower train.lr = {}?)", loss,
                    step + 1, cfg.train.lr);
+  nlohmann::json norms = norms_due(cfg, step + 1) ? layer_norms(c, grads) : nlohmann::json();
   const float norm = c.grad_sync.zero() ? clip_zero_grad_norm(c, grads, cfg.train.grad_clip)
                                         : clip_grad_norm(c.model.layout(), grads, cfg.train.grad_clip,
                                                          &c.tp, c.model.backend());
@@ -416,7 +530,7 @@ StepResult train_step(int step, const Config& cfg, StepContext& c, int first_seq
       lr_at(step, cfg.train.max_steps, cfg.train.warmup_steps, cfg.train.lr, cfg.train.min_lr);
   c.opt.step(c.model.param_buffer().f32(), grads, lr);  // marks the bf16 weight copy stale
   c.grad_sync.gather_params(c.model.param_buffer().f32());  // ZeRO-1: every rank's parts
-  return {loss, norm, lr, c.grad_sync.last_exposed_seconds()};
+  return {loss, norm, lr, c.grad_sync.last_exposed_seconds(), std::move(norms)};
 }
 
 // Fresh weights from train.seed, or Hugging Face weights from train.init_from.
@@ -506,14 +620,36 @@ void log_communication(size_t num_params, int dp, int zero, uint64_t dp_bytes, u
             zero ? "2 x " : "", num_params, tp_bytes / 1e6);
 }
 
-// A finished step: its metrics line, and a progress line every run.log_every steps.
-void report_step(const Config& cfg, int T, int done, const StepResult& r, double secs,
-                 double sec_per_step, MetricsLog& metrics, Progress& progress) {
-  const double tok_per_s = (double)cfg.train.global_batch * T / secs;
-  metrics.write({{"type", "train"}, {"step", done}, {"loss", r.loss}, {"lr", r.lr},
-                 {"grad_norm", r.norm}, {"tokens_per_s", tok_per_s}, {"ms_per_step", secs * 1e3},
-                 {"comm_exposed_ms", r.comm_exposed_s * 1e3}});
-  if (done % cfg.run.log_every == 0 || done == cfg.train.max_steps || done == 1) {
+// Model FLOPs per trained token, forward and backward: 6 per weight that takes part in a GEMM
+// (the LM head included) plus the attention scores and their weighted sum, 12 L T C (all T keys
+// counted, as PaLM's MFU, llm.c and bench/gpu/models.py count them).
+double model_flops_per_token(const ModelConfig& m) {
+  const double C = m.n_embd, hs = m.head_size(), H = m.n_head, Hkv = m.kv_heads();
+  const double attn = C * (H + 2 * Hkv) * hs + H * hs * C;  // q, k, v and the output projection
+  const double mlp = (m.llama() ? 3 : 2) * C * m.ffn_hidden_size();  // SwiGLU 3 GEMMs, GELU 2
+  return 6 * (m.n_layer * (attn + mlp) + (double)m.vocab_size * C) + 12.0 * m.n_layer * m.block_size * C;
+}
+
+// A finished step: its metrics line (and the per-layer norms when due), a progress line every
+// run.log_every steps, and the TensorBoard events flushed then and at each checkpoint.
+// model_tflops: the job's model FLOP/s / 1e12; mfu: that over world x run.peak_tflops.
+void report_step(const Config& cfg, const ModelConfig& mc, int world, int done, const StepResult& r,
+                 double secs, double sec_per_step, MetricsLog& metrics, Progress& progress) {
+  const double tok_per_s = (double)cfg.train.global_batch * mc.block_size / secs;
+  nlohmann::json line = {{"type", "train"}, {"step", done}, {"loss", r.loss}, {"lr", r.lr},
+                         {"grad_norm", r.norm}, {"tokens_per_s", tok_per_s}, {"ms_per_step", secs * 1e3},
+                         {"comm_exposed_ms", r.comm_exposed_s * 1e3}};
+  line["model_tflops"] = model_flops_per_token(mc) * tok_per_s / 1e12;
+  if (cfg.run.peak_tflops > 0) line["mfu"] = line["model_tflops"].get<double>() / (world * cfg.run.peak_tflops);
+  metrics.write(line);
+  if (!r.norms.is_null()) {
+    nlohmann::json norms = r.norms;
+    norms["type"] = "norms", norms["step"] = done;
+    metrics.write(norms);
+  }
+  const bool log_step = done % cfg.run.log_every == 0 || done == cfg.train.max_steps || done == 1;
+  if (log_step || (cfg.checkpoint.every > 0 && done % cfg.checkpoint.every == 0)) metrics.flush();
+  if (log_step) {
     progress.line(fmt::format(
         "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | norm {:.3f} | {} tok/s | {:.1f} ms | ETA {}",
         done, (int)std::to_string(cfg.train.max_steps).size(), cfg.train.max_steps, r.loss, r.lr,
@@ -529,6 +665,74 @@ std::string checkpoint_line(const Config& cfg, int done, const Checkpointer::Tim
       "rank 0's time)",
       done, cfg.checkpoint.dir, step_dir_name(done), st.bytes / 1e6, st.seconds,
       st.bytes / 1e6 / std::max(st.seconds, 1e-9), 100.0 * st.crc_seconds / std::max(st.seconds, 1e-9));
+}
+
+// ---- text samples ----------------------------------------------------------------------------
+
+// The text sample of each evaluation (run.tensorboard, with a tokenizer that has an end-of-text
+// token): kSampleTokens tokens from the end-of-text token at `chainrule sample`'s defaults
+// (temperature, top-k, seed), as `chainrule sample` generates them, so the sample of the final
+// evaluation is what `chainrule sample RUN_DIR --max-new-tokens 64` prints.
+constexpr int kSampleTokens = 64;
+struct TextSampler {
+  const Tokenizer* tok = nullptr;  // null: no samples
+  bool gathers = false;            // a TP rank of rank 0's group: takes part in the gather
+  bool generates = false;          // rank 0
+};
+
+TextSampler text_sampler(const Config& cfg, const std::optional<DatasetInfo>& info, const RankGrid& grid) {
+  if (!cfg.run.tensorboard) return {};
+  if (!info || !info->tokenizer || info->tokenizer->eot_id() < 0) {
+    if (grid.rank() == 0)
+      log::info("run.tensorboard: {} has no tokenizer with an end-of-text token, so no text samples",
+                cfg.data.dir);
+    return {};
+  }
+  return {&*info->tokenizer, grid.dp_rank() == 0, grid.rank() == 0};
+}
+
+// Generation needs the whole model (tp 1) in f32 on the CPU: gathered over the TP group of rank 0
+// (GPT::gather_full, a collective of that group only; the other DP groups hold the same weights
+// and skip it), then generated by rank 0 alone. Empty on every other rank.
+std::optional<std::string> generate_sample(const TextSampler& s, const GPT& model) {
+  if (!s.tok || !s.gathers) return std::nullopt;
+  const std::vector<float> full = model.gather_full();
+  if (!s.generates) return std::nullopt;
+  GPT whole(model.config());
+  whole.load_full(full.data());
+  const SampleOptions defaults;
+  const int T = model.config().block_size, V = std::min(s.tok->vocab_size(), model.config().vocab_size);
+  Generator gen(whole);
+  Rng rng(defaults.seed);
+  std::vector<int32_t> context{s.tok->eot_id()};
+  const float* logits = gen.prefill(context.data(), 1, false);
+  std::string text;
+  for (int i = 0; i < kSampleTokens; i++) {
+    const int32_t next = sample_token(logits, V, defaults.temperature, defaults.top_k, rng);
+    text += s.tok->decode_one(next);
+    context.push_back(next);
+    if (i + 1 == kSampleTokens) break;
+    if (gen.position() == T) {  // context full: re-read its last half, as `sample` does
+      gen.reset();
+      for (size_t k = context.size() - T / 2; k + 1 < context.size(); k++) gen.step(context[k]);
+    }
+    logits = gen.step(next);
+  }
+  return text;
+}
+
+// A finished evaluation's metrics line, and (run.tensorboard) the model's text sample, both on
+// disk at once.
+void record_eval(MetricsLog& metrics, int step, const EvalResult& r, bool full_split,
+                 const TextSampler& sampler, const GPT& model) {
+  nlohmann::json j = r.to_json();
+  j["type"] = "eval";
+  j["step"] = step;
+  j["full_split"] = full_split;
+  metrics.write(j);
+  if (auto text = generate_sample(sampler, model))
+    metrics.write({{"type", "sample"}, {"step", step}, {"text", *text}});
+  metrics.flush();  // a resumed run evaluates its first step again: both records must exist
 }
 
 // SIGTERM (Slurm, kill) and SIGUSR1 ask every rank to stop after the current step.
@@ -607,8 +811,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
 
   // ---- run directory -----------------------------------------------------------------------
   if (rank0) write_run_dir(cfg, mc, info);
-  MetricsLog metrics(fs::path(cfg.run.dir) / "metrics.jsonl", rank0, /*append=*/start_step > 0);
-  if (start_step > 0) metrics.write({{"type", "resume"}, {"step", start_step}});
+  MetricsLog metrics(cfg, rank0, start_step);
+  const TextSampler sampler = text_sampler(cfg, info, grid);
 
   log_run_start(cfg, mc, grid, model.num_params(), train_split, val_split, train_loader);
   // With the run summary on stdout (rank 0), not stderr: allowed settings, not failures.
@@ -626,13 +830,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
       eval_stop_signal = agreed_stop_signal(*ctx.world);
       return eval_stop_signal > 0;
     }, mask_spec);
-    if (!r.stopped) {
-      nlohmann::json j = r.to_json();
-      j["type"] = "eval";
-      j["step"] = step;
-      j["full_split"] = max_windows == 0;
-      metrics.write(j);
-    }
+    if (!r.stopped) record_eval(metrics, step, r, max_windows == 0, sampler, model);
     return std::make_pair(r, seconds_since(t0));
   };
 
@@ -670,7 +868,8 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
     if (done == start_step + 1 && grid.world() > 1)
       log_communication(model.num_params(), dp, grad_sync.zero(), ctx.dp->bytes_issued() - dp_bytes0,
                         ctx.tp->bytes_issued() - tp_bytes0);
-    report_step(cfg, T, done, result, secs, train_secs / (done - start_step), metrics, progress);
+    report_step(cfg, mc, grid.world(), done, result, secs, train_secs / (done - start_step), metrics,
+                progress);
 
     // ---- checkpoint, and stop on a signal or at train.stop_after_step -----------------------
     const int sig = agreed_stop_signal(*ctx.world);  // every rank stops together

@@ -117,6 +117,22 @@ class Backend {
   // One query q [H hs] against caches [len, Hkv hs] (positions 0..len-1): out [H hs].
   virtual void attention_decode(TensorView out, TensorView q, TensorView kcache,
                                 TensorView vcache, int len, int H, int Hkv, int hs) = 0;
+  // Decoding B sequences of T new tokens each at positions pos0..pos0+T-1: the query of row
+  // r = b T + t (qkv row r, rows ld apart, q its first H hs) attends to positions
+  // 0..pos0+t of sequence b's caches (0..pos0+T-1 when bidirectional), out [B T, H hs].
+  // kcache/vcache [B, cache_len, Hkv hs]. Each row is attention_decode's; a backend may run the
+  // rows in parallel (the CPU does), with the same bits as one at a time.
+  virtual void attention_decode_rows(TensorView out, TensorView qkv, TensorView kcache,
+                                     TensorView vcache, int B, int T, int pos0, bool bidirectional,
+                                     int cache_len, int ld, int H, int Hkv, int hs) {
+    const size_t q = (size_t)H * hs, seq = (size_t)cache_len * Hkv * hs;
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < T; t++) {
+        const size_t r = (size_t)b * T + t;
+        attention_decode(out.slice(r * q, q), qkv.slice(r * ld, q), kcache.slice(b * seq, seq),
+                         vcache.slice(b * seq, seq), pos0 + (bidirectional ? T : t + 1), H, Hkv, hs);
+      }
+  }
   // Rotary embedding in place on the first n_heads heads of each row (rows ld apart), positions
   // pos0 + t; rope_backward rotates a gradient back.
   virtual void rope_forward(TensorView x, int B, int T, int ld, int n_heads, int hs, float theta,

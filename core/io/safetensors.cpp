@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/common/error.h"
+#include "core/io/atomic_file.h"
 
 namespace cr {
 
@@ -38,19 +39,11 @@ void SafetensorsWriter::write(const std::string& path) const {
   while ((8 + h.size()) % 8) h += ' ';  // keep tensor data 8-byte aligned, as the spec suggests
   const uint64_t hlen = h.size();
 
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) CR_INPUT_ERROR("{}: cannot create: {}", tmp, std::strerror(errno));
-  bool ok = std::fwrite(&hlen, 8, 1, f) == 1 && std::fwrite(h.data(), 1, h.size(), f) == h.size();
+  std::vector<std::string_view> parts{
+      std::string_view(reinterpret_cast<const char*>(&hlen), 8), std::string_view(h)};
   for (const auto& e : entries_)
-    ok = ok && (e.data.empty() ||
-                std::fwrite(e.data.data(), sizeof(float), e.data.size(), f) == e.data.size());
-  ok = ok && std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
-  ok = (std::fclose(f) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    CR_INPUT_ERROR("{}: write failed: {}", path, std::strerror(errno));
-  }
+    parts.emplace_back(reinterpret_cast<const char*>(e.data.data()), e.data.size() * sizeof(float));
+  write_file_atomically(path, parts);
 }
 
 SafetensorsReader::SafetensorsReader(std::string path) : path_(std::move(path)) {

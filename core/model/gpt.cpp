@@ -624,20 +624,20 @@ void GPT::block_attention(int l, int B, int T, int pos0, KVCache* cache) {
                            key_range());
     return;
   }
-  CR_CHECK(B == 1 && pos0 == cache->len, "decoding: B={} at position {} with {} cached", B, pos0,
-           cache->len);
-  const size_t kv = (size_t)Hkv * hs, layer = (size_t)cfg_.block_size * kv;
+  CR_CHECK(B == cache->batch && pos0 == cache->len,
+           "decoding: B={} at position {}, a cache of {} sequences with {} cached", B, pos0,
+           cache->batch, cache->len);
+  const size_t kv = (size_t)Hkv * hs, seq = (size_t)cfg_.block_size * kv, layer = B * seq;
   const TensorView kc = cache->k.view(l * layer, layer), vc = cache->v.view(l * layer, layer);
-  for (int t = 0; t < T; t++) {
-    const size_t row = (size_t)t * ld;
-    be_->copy(kc.slice((pos0 + t) * kv, kv), la.qkv.view(row + (size_t)H * hs, kv));
-    be_->copy(vc.slice((pos0 + t) * kv, kv), la.qkv.view(row + (size_t)(H + Hkv) * hs, kv));
-  }
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++) {
+      const size_t row = ((size_t)b * T + t) * ld, at = b * seq + (pos0 + t) * kv;
+      be_->copy(kc.slice(at, kv), la.qkv.view(row + (size_t)H * hs, kv));
+      be_->copy(vc.slice(at, kv), la.qkv.view(row + (size_t)(H + Hkv) * hs, kv));
+    }
   // A bidirectional prefix (prefix-LM prefill): every query sees all of this call's keys.
-  for (int t = 0; t < T; t++)
-    be_->attention_decode(la.atty.view((size_t)t * H * hs, (size_t)H * hs),
-                          la.qkv.view((size_t)t * ld, (size_t)H * hs), kc, vc,
-                          pos0 + (cache->bidirectional ? T : t + 1), H, Hkv, hs);
+  be_->attention_decode_rows(la.atty.view(0, (size_t)B * T * H * hs), la.qkv.view(), kc, vc, B, T,
+                             pos0, cache->bidirectional, cfg_.block_size, ld, H, Hkv, hs);
 }
 
 TensorView GPT::key_range() const {
@@ -654,26 +654,47 @@ void GPT::mlp_activation(int l, int N) {
     be_->gelu_forward(act_buf(l), fch, (size_t)N * Fl);
 }
 
-KVCache GPT::make_cache() const {
+KVCache GPT::make_cache(int batch) const {
   CR_CHECK(tp_size_ == 1, "generation runs on a whole (tp 1) model");
-  const size_t n = (size_t)cfg_.n_layer * cfg_.block_size * cfg_.kv_heads() * cfg_.head_size();
+  CR_CHECK(batch >= 1, "a KV cache for {} sequences", batch);
+  const size_t n = (size_t)batch * cfg_.n_layer * cfg_.block_size * cfg_.kv_heads() * cfg_.head_size();
   return KVCache{DeviceBuffer(be_->allocator(), dtype_, n), DeviceBuffer(be_->allocator(), dtype_, n),
-                 0};
+                 0, false, batch};
 }
 
 const float* GPT::decode(const int32_t* tokens, int n, KVCache& cache, bool prefix) {
+  CR_CHECK(cache.batch == 1, "decode() runs one sequence; this cache holds {}", cache.batch);
+  CR_CHECK(!prefix || cache.len == 0, "a bidirectional prefix must be the first tokens decoded");
+  cache.bidirectional = prefix;
+  const float* logits = decode_batch(tokens, 1, n, cache);
+  cache.bidirectional = false;
+  return logits;
+}
+
+const float* GPT::decode_batch(const int32_t* tokens, int B, int n, KVCache& cache) {
   CR_CHECK(tp_size_ == 1, "generation runs on a whole (tp 1) model");
   CR_CHECK(n > 0 && cache.len + n <= cfg_.block_size, "context full: {} + {} tokens > {} (model.block_size)",
            cache.len, n, cfg_.block_size);
-  CR_CHECK(!prefix || cache.len == 0, "a bidirectional prefix must be the first tokens decoded");
-  cache.bidirectional = prefix;
-  forward_trunk(tokens, nullptr, 1, n, cache.len, &cache);
-  cache.bidirectional = false;
+  forward_trunk(tokens, nullptr, B, n, cache.len, &cache);
   cache.len += n;
   const int C = cfg_.n_embd, Vp = cfg_.padded_vocab();
   Acts& a = acts_;
-  be_->matmul_forward(a.logits.view(), a.lnf.view((size_t)(n - 1) * C, C), w_.head, {}, 1, C, Vp, Vp);
-  return to_host_f32(a.logits.view(0, Vp));  // for the sampler
+  // Each sequence's last position, gathered into the first B rows (row b*n+n-1 -> row b: every
+  // source row lies at or past its destination and past every earlier destination).
+  if (n > 1)
+    for (int b = 0; b < B; b++)
+      be_->copy(a.lnf.view((size_t)b * C, C), a.lnf.view(((size_t)b * n + n - 1) * C, C));
+  // The LM head over those rows, as many at a time as the classifier's logits buffer holds.
+  const int R = (int)shape_for(B, n, false).chunk;
+  decode_logits_.resize((size_t)B * Vp);
+  for (int r0 = 0; r0 < B; r0 += R) {
+    const int rows = std::min(R, B - r0);
+    be_->matmul_forward(a.logits.view(0, (size_t)rows * Vp), a.lnf.view((size_t)r0 * C, (size_t)rows * C),
+                        w_.head, {}, rows, C, Vp, Vp);
+    const float* h = to_host_f32(a.logits.view(0, (size_t)rows * Vp));
+    std::copy(h, h + (size_t)rows * Vp, decode_logits_.begin() + (size_t)r0 * Vp);
+  }
+  return decode_logits_.data();  // for the sampler and the coder
 }
 
 // The LM head and the loss, in chunks of rows so the [B*T, V] logits never exist at once. Per

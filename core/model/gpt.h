@@ -131,12 +131,13 @@ struct ActivationPlan {
   size_t bytes() const { return layers + classifier + other; }
 };
 
-// The keys and values of every layer for autoregressive decoding: [n_layer, block_size, Hkv hs],
-// in the model's compute dtype.
+// The keys and values of every layer for autoregressive decoding of `batch` sequences in
+// lockstep: [n_layer, batch, block_size, Hkv hs], in the model's compute dtype.
 struct KVCache {
   DeviceBuffer k, v;
-  int len = 0;  // positions filled
+  int len = 0;  // positions filled (the same in every sequence)
   bool bidirectional = false;  // set by decode() during a prefix-LM prefill only
+  int batch = 1;
 };
 
 class GPT {
@@ -187,7 +188,12 @@ class GPT {
   // prefix: these n tokens are a prefix-LM prompt, read bidirectionally (each attends to all n);
   // only as the first call on a cache. Later calls are causal.
   const float* decode(const int32_t* tokens, int n, KVCache& cache, bool prefix = false);
-  KVCache make_cache() const;
+  // The same for cache.batch sequences side by side: tokens [B, n] (B = cache.batch) at positions
+  // cache.len..; returns each sequence's last-position logits, [B, padded_vocab()] host f32.
+  // Row b's logits depend only on sequence b's tokens; the bits can differ from a run with
+  // another B (GEMM blocking), so callers that need reproducible logits keep B fixed.
+  const float* decode_batch(const int32_t* tokens, int B, int n, KVCache& cache);
+  KVCache make_cache(int batch = 1) const;
 
   const ModelConfig& config() const { return cfg_; }
   const ParamLayout& layout() const { return layout_; }
@@ -323,6 +329,7 @@ class GPT {
   std::vector<float> losses_;      // [B,T] per-position losses of the last forward, host
   std::vector<int32_t> host_targets_;  // [B,T] the last forward's targets, host
   std::vector<float> host_stage_;  // TP collectives and decode logits staged through the host
+  std::vector<float> decode_logits_;  // decode_batch()'s result
   std::vector<uint16_t> host_stage16_;
   DeviceBuffer device_stage_;  // bf16 activations widened to f32 for a device communicator
   int chunk_rows_override_ = 0;

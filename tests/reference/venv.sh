@@ -29,10 +29,20 @@ PINS=(
   regex==2024.4.28
   tqdm==4.66.4
   sentencepiece==0.1.99    # tokenizer parity (libsentencepiece-dev is 0.1.97); no dependencies
+  # TensorBoard's own event-file reader for tests/cli/tensorboard.sh: 2.16.2 supports Python
+  # 3.9-3.11 and numpy >= 1.12; about 25 s of pip on top of the rest (measured).
+  tensorboard==2.16.2
+  tensorboard-data-server==0.7.2  # >=0.7.0,<0.8.0
+  protobuf==4.25.3         # >=3.19.6,!=4.24.0 (Debian's python3-protobuf is not installed)
+  grpcio==1.62.2           # >=1.48.2
+  absl-py==2.1.0           # >=0.4
+  markdown==3.6            # >=2.6.8
+  werkzeug==3.0.3          # >=1.0.1
+  markupsafe==2.1.5        # werkzeug: >=2.1.1
 )
 # From Debian (python3-torch, python3-numpy and their dependencies, system site-packages): torch,
-# numpy, PyYAML, requests, typing_extensions. The final check below proves every requirement of
-# the pinned packages is met by one or the other.
+# numpy, PyYAML, requests, typing_extensions, six, setuptools. The final check below proves every
+# requirement of the pinned packages is met by one or the other.
 
 [[ -x $PY ]] || { echo "venv.sh: $PY not found (bash deploy/install_deps.sh)" >&2; exit 1; }
 
@@ -105,7 +115,10 @@ if bad:
     sys.exit("venv.sh: unmet requirements:\n  " + "\n  ".join(bad))
 import torch, transformers
 from transformers import GPT2LMHeadModel, LlamaForCausalLM  # noqa: F401
-print("venv.sh: torch %s, transformers %s" % (torch.__version__, transformers.__version__))
+from tensorboard.backend.event_processing import event_accumulator  # noqa: F401
+import tensorboard
+print("venv.sh: torch %s, transformers %s, tensorboard %s"
+      % (torch.__version__, transformers.__version__, tensorboard.__version__))
 EOF
   rm -rf "$DIR"
   exit 1

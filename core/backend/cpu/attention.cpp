@@ -212,8 +212,11 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
     float mx = -INFINITY;
     for (int s = 0; s < len; s++) {
       const float* k = kcache + (size_t)s * ldkv + (h / group) * hs;
+      const float* qh = q + h * hs;
       float dot = 0.f;
-      for (int i = 0; i < hs; i++) dot += q[h * hs + i] * k[i];
+      // Vectorised (a fixed lane-wise order: the same bits on every call of this binary).
+#pragma omp simd reduction(+ : dot)
+      for (int i = 0; i < hs; i++) dot += qh[i] * k[i];
       p[s] = dot * scale;
       mx = std::max(mx, p[s]);
     }
@@ -227,6 +230,7 @@ void attention_decode(float* out, const float* q, const float* kcache, const flo
     for (int s = 0; s < len; s++) {
       const float* v = vcache + (size_t)s * ldkv + (h / group) * hs;
       const float w = p[s] / sum;
+#pragma omp simd
       for (int i = 0; i < hs; i++) o[i] += w * v[i];
     }
   }

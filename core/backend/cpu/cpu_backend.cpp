@@ -323,6 +323,28 @@ class CpuBackend final : public Backend {
                           F(kcache, z(len, Hkv * hs), op, "kcache"),
                           F(vcache, z(len, Hkv * hs), op, "vcache"), len, H, Hkv, hs);
   }
+  void attention_decode_rows(TensorView out, TensorView qkv, TensorView kcache, TensorView vcache,
+                             int B, int T, int pos0, bool bidirectional, int cache_len, int ld,
+                             int H, int Hkv, int hs) override {
+    if (out.dtype != DType::F32 || qkv.dtype != DType::F32 || kcache.dtype != DType::F32)
+      return Backend::attention_decode_rows(out, qkv, kcache, vcache, B, T, pos0, bidirectional,
+                                            cache_len, ld, H, Hkv, hs);  // bf16: staged per row
+    const char* op = "attention_decode_rows";
+    CR_CHECK(Hkv > 0 && H % Hkv == 0 && pos0 + T <= cache_len && ld >= (H + 2 * Hkv) * hs,
+             "{}: H {} Hkv {} pos0 {} T {} cache_len {} ld {}", op, H, Hkv, pos0, T, cache_len, ld);
+    const size_t q = (size_t)H * hs, seq = (size_t)cache_len * Hkv * hs, N = (size_t)B * T;
+    float* o = F(out, N * q, op, "out");
+    const float* x = F(qkv, (N - 1) * ld + q, op, "qkv");
+    const float* k = F(kcache, B * seq, op, "kcache");
+    const float* v = F(vcache, B * seq, op, "vcache");
+    // One row per iteration, each computed exactly as attention_decode computes it alone.
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < N; r++) {
+      const size_t b = r / T, t = r % T;
+      cpu::attention_decode(o + r * q, x + r * ld, k + b * seq, v + b * seq,
+                            pos0 + (bidirectional ? T : (int)t + 1), H, Hkv, hs);
+    }
+  }
   void rope_forward(TensorView x, int B, int T, int ld, int n_heads, int hs, float theta,
                     int pos0) override {
     Bf16Stage st(__func__);
