@@ -83,6 +83,7 @@ struct CompressOptions {
   int64_t chunk_bytes = 1 << 16;  // independent chunks, coded in parallel as one batch
   int batch = 0;                  // chunks per forward pass; 0: all of them, up to 64
   bool force = false;             // overwrite OUT
+  int threads = 0;                // compress: OpenMP threads (0: as now); decompression uses the same
 };
 int run_compress(const CompressOptions& opt);
 int run_decompress(const CompressOptions& opt);

@@ -88,6 +88,25 @@ EvalResult evaluate_split(GPT& model, const TokenSplit& split, int T, int micro_
   return r;
 }
 
+RunDataConfig run_data_config(const std::string& model) {
+  fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
+  if (dir.empty()) dir = ".";
+  const fs::path yaml = dir / "config.yaml";
+  if (!fs::exists(yaml)) return {};
+  RunDataConfig c;
+  try {
+    const YAML::Node root = YAML::LoadFile(yaml.string());
+    const YAML::Node data = root["data"], m = root["model"];
+    if (data && data["train_files"]) c.files.train = data["train_files"].as<std::string>();
+    if (data && data["val_files"]) c.files.val = data["val_files"].as<std::string>();
+    if (data && data["document_mask"]) c.document_mask = data["document_mask"].as<bool>();
+    if (m && m["prefix_lm"]) c.prefix_lm = m["prefix_lm"].as<bool>();
+  } catch (const YAML::Exception& e) {
+    CR_INPUT_ERROR("{}: malformed run config: {}", yaml.string(), e.what());
+  }
+  return c;
+}
+
 LoadedModel load_trained_model(const std::string& path) {
   LoadedModel out;
   fs::path weights, dir;

@@ -49,6 +49,16 @@ struct LoadedModel {
 };
 LoadedModel load_trained_model(const std::string& path);
 
+// What the run that made MODEL (its config.yaml beside it) says about its data:
+// data.train_files / data.val_files (so eval on the run's data dir reads the val split training
+// read) and the attention masks the model trained with. All defaults for a model without a run
+// config; an InputError naming the file for a malformed one.
+struct RunDataConfig {
+  SplitPatterns files;
+  bool document_mask = false, prefix_lm = false;
+};
+RunDataConfig run_data_config(const std::string& model);
+
 // The tokenizer to use with a loaded model: --data DIR's when given, else the run dir's
 // tokenizer.chainrule.json, else the run's data dir's dataset.json; an InputError when none.
 Tokenizer find_tokenizer(const LoadedModel& lm, const std::string& data_dir_flag);

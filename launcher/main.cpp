@@ -125,6 +125,9 @@ int main(int argc, char** argv) {
   cz->add_option("--chunk-bytes", co.chunk_bytes, "Bytes per independently coded chunk")
       ->capture_default_str();
   cz->add_option("--batch", co.batch, "Chunks per forward pass (default: all, up to 64)");
+  cz->add_option("--threads", co.threads,
+                 "Threads to code with (default: OMP_NUM_THREADS or all cores); decompression uses "
+                 "the same number, so pick what the decompressing machine has");
 
   cr::CkptOptions ck;
   auto* c = app.add_subcommand("ckpt", "Inspect, verify or export checkpoints");

@@ -5,7 +5,6 @@
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
 
 #include "core/common/error.h"
 #include "core/common/log.h"
@@ -19,32 +18,6 @@ namespace cr {
 namespace fs = std::filesystem;
 
 namespace {
-
-// What `eval` takes from the run that made MODEL (its config.yaml): data.train_files /
-// data.val_files, so eval on the run's data dir reads the val split training read, and the
-// attention masks the model trained with. Nothing for a model without a run config.
-struct RunDataConfig {
-  SplitPatterns files;
-  bool document_mask = false, prefix_lm = false;
-};
-RunDataConfig run_data_config(const std::string& model) {
-  fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
-  if (dir.empty()) dir = ".";
-  const fs::path yaml = dir / "config.yaml";
-  if (!fs::exists(yaml)) return {};
-  RunDataConfig c;
-  try {
-    const YAML::Node root = YAML::LoadFile(yaml.string());
-    const YAML::Node data = root["data"], m = root["model"];
-    if (data && data["train_files"]) c.files.train = data["train_files"].as<std::string>();
-    if (data && data["val_files"]) c.files.val = data["val_files"].as<std::string>();
-    if (data && data["document_mask"]) c.document_mask = data["document_mask"].as<bool>();
-    if (m && m["prefix_lm"]) c.prefix_lm = m["prefix_lm"].as<bool>();
-  } catch (const YAML::Exception& e) {
-    CR_INPUT_ERROR("{}: malformed run config: {}", yaml.string(), e.what());
-  }
-  return c;
-}
 
 // The masks of the run's training applied to the data evaluated; a mask the data cannot give
 // (no end-of-text token, no loss mask) is left out with a warning.

@@ -33,7 +33,6 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <yaml-cpp/yaml.h>
 
 #include "core/common/error.h"
 #include "core/common/log.h"
@@ -451,22 +450,6 @@ TokenInput load_input(const ScoreOptions& opt, const Tokenizer& tok) {
   return in;
 }
 
-// The run's data.document_mask (config.yaml beside the model): attention then stops at each
-// end-of-text token, as in training and in eval. Other masks need a loss mask, which a text has
-// not: scored causally.
-bool run_document_mask(const std::string& model) {
-  fs::path dir = fs::is_directory(model) ? fs::path(model) : fs::path(model).parent_path();
-  const fs::path yaml = (dir.empty() ? fs::path(".") : dir) / "config.yaml";
-  if (!fs::exists(yaml)) return false;
-  try {
-    const YAML::Node root = YAML::LoadFile(yaml.string());
-    if (root["model"] && root["model"]["prefix_lm"] && root["model"]["prefix_lm"].as<bool>())
-      log::warn("the model trained with model.prefix_lm; scoring reads every token causally");
-    return root["data"] && root["data"]["document_mask"] && root["data"]["document_mask"].as<bool>();
-  } catch (const YAML::Exception& e) {
-    CR_INPUT_ERROR("{}: malformed run config: {}", yaml.string(), e.what());
-  }
-}
 
 // Progress on stderr for long inputs: only when stderr is a terminal that stdout is not
 // (a heat map or JSON on the same terminal is its own progress), and only after a second.
@@ -543,7 +526,11 @@ int run_score(const ScoreOptions& opt) {
   const WindowPlan windows{n, T, stride};
 
   AttentionMaskSpec spec;
-  if (run_document_mask(opt.model)) {
+  // The run's masks (config.yaml beside the model): the document mask as in training and eval;
+  // prefix-LM needs a loss mask to find prompts, which a text has not.
+  const RunDataConfig run = run_data_config(opt.model);
+  if (run.prefix_lm) log::warn("the model trained with model.prefix_lm; scoring reads every token causally");
+  if (run.document_mask) {
     if (tok.eot_id() >= 0)
       spec.document_mask = true, spec.eot = tok.eot_id();
     else

@@ -48,21 +48,29 @@ void AtomicFile::write(std::string_view bytes) {
     CR_INPUT_ERROR("{}: write failed: {}", label_, std::strerror(errno));
 }
 
-void AtomicFile::commit() {
+void AtomicFile::commit(bool replace) {
   const bool ok = std::fflush(f_) == 0 && !std::ferror(f_) && ::fsync(::fileno(f_)) == 0;
   const int err = errno;
   std::fclose(f_);
   f_ = nullptr;
   if (!ok) CR_INPUT_ERROR("{}: write failed: {}", label_, std::strerror(err));
-  if (std::rename(tmp_.c_str(), path_.c_str()) != 0)
+  if (!replace) {
+    if (::link(tmp_.c_str(), path_.c_str()) != 0) {
+      if (errno == EEXIST) CR_INPUT_ERROR("{}: appeared while we worked; not replaced", label_);
+      CR_INPUT_ERROR("{}: cannot link {} to it: {}", label_, tmp_, std::strerror(errno));
+    }
+    ::unlink(tmp_.c_str());
+  } else if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
     CR_INPUT_ERROR("{}: cannot rename {} to it: {}", label_, tmp_, std::strerror(errno));
+  }
   committed_ = true;
 }
 
-void write_file_atomically(const std::string& path, const std::vector<std::string_view>& parts) {
+void write_file_atomically(const std::string& path, const std::vector<std::string_view>& parts,
+                           bool replace) {
   AtomicFile f(path);
   for (std::string_view p : parts) f.write(p);
-  f.commit();
+  f.commit(replace);
 }
 
 }  // namespace cr

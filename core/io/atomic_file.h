@@ -22,8 +22,9 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
   std::FILE* get() { return f_; }
   void write(std::string_view bytes);
-  // Flushes, fsyncs, closes and renames the temporary over the destination.
-  void commit();
+  // Flushes, fsyncs, closes and renames the temporary over the destination. replace = false:
+  // never replaces a destination that exists by then (an InputError instead; hard link + unlink).
+  void commit(bool replace = true);
 
  private:
   std::string path_, label_, tmp_;
@@ -32,7 +33,8 @@ class AtomicFile {
 };
 
 // Writes the parts, in order, as the whole new content of path.
-void write_file_atomically(const std::string& path, const std::vector<std::string_view>& parts);
+void write_file_atomically(const std::string& path, const std::vector<std::string_view>& parts,
+                           bool replace = true);
 inline void write_file_atomically(const std::string& path, std::string_view data) {
   write_file_atomically(path, std::vector<std::string_view>{data});
 }

@@ -51,6 +51,12 @@ EOF
 
 # ---- errors: one line each, no output left behind ------------------------------------------------
 expect_error 'exists' 'force' -- "$CR" compress run val.txt val.crz
+# --force overwrites regular files only: a symlink (or device, FIFO) would be replaced, not written.
+echo keep >target.txt
+ln -s target.txt link.crz
+expect_error 'link.crz: exists and is not a regular file' -- "$CR" compress run val.txt link.crz --force
+[[ -L link.crz && $(cat target.txt) == keep ]] || fail "--force replaced a symlink or its target"
+expect_error 'data: not a regular file' -- "$CR" compress run data x.crz
 expect_error 'not a file made by .chainrule compress' -- "$CR" decompress run val.txt x.out
 [[ ! -e x.out ]] || fail "a failed decompress left x.out"
 flip() {  # FILE OFFSET (negative: from the end)
