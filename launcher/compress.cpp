@@ -71,6 +71,7 @@
 
 #include "core/common/error.h"
 #include "core/common/log.h"
+#include "core/data/utf8.h"
 #include "core/io/atomic_file.h"
 #include "core/io/crc32c.h"
 #include "core/io/range_coder.h"
@@ -166,7 +167,7 @@ class Segmenter {
     while (i < text.size()) {
       size_t j = i;
       while (j < text.size()) {
-        const size_t n = utf8_length(text, j);
+        const size_t n = utf8_sequence_length(text, j);
         if (n == 0) break;
         j += n;
       }
@@ -177,22 +178,6 @@ class Segmenter {
   }
 
  private:
-  // The length of the valid UTF-8 character at text[i], or 0.
-  static size_t utf8_length(std::string_view s, size_t i) {
-    const auto c = (uint8_t)s[i];
-    if (c < 0x80) return 1;
-    const size_t n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 0;
-    if (n == 0 || i + n > s.size()) return 0;
-    uint32_t cp = c & (0x7F >> n);
-    for (size_t k = 1; k < n; k++) {
-      const auto d = (uint8_t)s[i + k];
-      if ((d & 0xC0) != 0x80) return 0;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    const bool overlong = (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
-    if (overlong || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return n;
-  }
   // The whole run through the tokenizer; failing that, line by line; failing that, characters.
   void run(std::string_view text, std::vector<int32_t>& out) const {
     if (tokens(text, out)) return;
@@ -202,7 +187,7 @@ class Segmenter {
       const std::string_view line = text.substr(i, end - i);
       if (line.size() == text.size() || !tokens(line, out))
         for (size_t k = 0; k < line.size();) {
-          const size_t n = utf8_length(line, k);
+          const size_t n = utf8_sequence_length(line, k);
           auto it = by_bytes_.find(std::string(line.substr(k, n)));
           if (it != by_bytes_.end()) {
             out.push_back(it->second);

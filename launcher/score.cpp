@@ -38,6 +38,7 @@
 #include "core/common/log.h"
 #include "core/data/attention_mask.h"
 #include "core/data/shard.h"
+#include "core/data/utf8.h"
 #include "core/io/atomic_file.h"
 #include "launcher/commands.h"
 #include "launcher/evaluate.h"
@@ -84,27 +85,9 @@ std::string bin_label(int k) {
 }
 
 // ---- text made safe to show ---------------------------------------------------------------------
-// The length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no overlongs, surrogates or
-// code points past U+10FFFF), or 0. A byte-level token may hold part of a character only.
-size_t utf8_len(const std::string& s, size_t i) {
-  const auto b = [&](size_t k) { return (unsigned char)s[k]; };
-  const unsigned char c = b(i);
-  if (c < 0x80) return 1;
-  size_t n;
-  unsigned char lo = 0x80, hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) n = 2;
-  else if (c >= 0xE0 && c <= 0xEF) n = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-  else if (c >= 0xF0 && c <= 0xF4) n = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-  else return 0;
-  if (i + n > s.size() || b(i + 1) < lo || b(i + 1) > hi) return 0;
-  for (size_t k = 2; k < n; k++)
-    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
-  return n;
-}
-
 bool valid_utf8(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
-    const size_t n = utf8_len(s, i);
+    const size_t n = utf8_sequence_length(s, i);
     if (n == 0) return false;
     i += n;
   }
@@ -118,7 +101,7 @@ std::string display_text(const std::string& s, bool html, bool newline_break = t
   std::string out;
   for (size_t i = 0; i < s.size();) {
     const unsigned char c = (unsigned char)s[i];
-    const size_t n = utf8_len(s, i);
+    const size_t n = utf8_sequence_length(s, i);
     if (c == '\n') {
       out += newline_break ? "\u21B5\n" : "\u21B5";
     } else if (n == 0 || (c < 0x20 && c != '\t') || c == 0x7F) {

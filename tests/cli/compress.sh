@@ -35,6 +35,12 @@ roundtrip empty empty.bin --threads 1
 roundtrip one one.bin --threads 1
 roundtrip random random.bin --threads 1
 roundtrip oov oov.bin --threads 1
+# The default corpus's val split (its first 16 KB; the whole split is bench/compress/run.sh's):
+# mostly characters the tiny corpus lacks, so escapes all through.
+run_ok "$CR" prepare --tokenizer char --out fortunes
+"$PY" "$SRC/bench/compress/shard_text.py" fortunes val fortunes_val.txt
+head -c 16384 fortunes_val.txt >fval.txt
+roundtrip fortunes_val fval.txt --chunk-bytes 4096 --threads 1
 roundtrip chunks mixed.bin --chunk-bytes 300 --batch 4 --threads 2  # 4 chunks a batch, a short last batch
 # Pipes: stdin to stdout both ways (reports then go to stderr, never into the data).
 "$CR" compress run - - --threads 1 <mixed.bin >pipe.crz 2>pipe.err || fail "compress - -: $(cat pipe.err)"
