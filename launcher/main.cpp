@@ -24,6 +24,49 @@ void default_to_passive_omp_wait(char** argv) {
   ::execv("/proc/self/exe", argv);  // only returns on failure: carry on with the default policy
 }
 
+// `score`, `compress` and `decompress`: the chain rule made visible.
+struct ChainRuleCommands {
+  CLI::App *so = nullptr, *cz = nullptr, *dz = nullptr;
+};
+ChainRuleCommands add_chain_rule_commands(CLI::App& app, cr::ScoreOptions& sc, cr::CompressOptions& co) {
+  ChainRuleCommands c;
+  auto& so = c.so;
+  auto& cz = c.cz;
+  auto& dz = c.dz;
+  so = app.add_subcommand("score", "Per-token surprisal of a text: heat map, JSON lines or HTML");
+  so->add_option("model", sc.model, "Run dir or model .safetensors")->required();
+  auto* so_in = so->add_option("--input", sc.input, "Text file to score (- for stdin)");
+  auto* so_tok = so->add_option("--tokens", sc.tokens, "Or an llm.c token shard (.bin), scored as is");
+  so_in->excludes(so_tok);
+  so->add_option("--stride", sc.stride,
+                 "Window step in tokens (default: half the context): every token is scored once, "
+                 "with at least context - stride tokens before it");
+  so->add_option("--micro-batch", sc.micro_batch, "Windows per forward pass")->capture_default_str();
+  so->add_option("--top", sc.top, "Alternatives listed per token")->capture_default_str();
+  so->add_flag("--json", sc.json, "JSON lines: one per token, then a summary");
+  so->add_option("--html", sc.html, "Also write a standalone HTML heat map to this file");
+  so->add_option("--color", sc.color, "Terminal colours: auto, always or never")->capture_default_str();
+  so->add_option("--data", sc.data_dir, "Data dir whose tokenizer to use");
+
+  cz = app.add_subcommand("compress", "Lossless compression by arithmetic coding with the model");
+  dz = app.add_subcommand("decompress", "Undo `chainrule compress` (same model, binary and CPU type)");
+  for (auto* sub : {cz, dz}) {
+    sub->add_option("model", co.model, "Run dir or model .safetensors")->required();
+    sub->add_option("in", co.in, "Input file (- for stdin)")->required();
+    sub->add_option("out", co.out, "Output file (- for stdout)")->required();
+    sub->add_flag("--force", co.force, "Overwrite OUT if it exists");
+    sub->add_option("--data", co.data_dir, "Data dir whose tokenizer to use");
+  }
+  cz->add_option("--chunk-bytes", co.chunk_bytes, "Bytes per independently coded chunk")
+      ->capture_default_str();
+  cz->add_option("--batch", co.batch, "Chunks per forward pass (default: all, up to 64)");
+  cz->add_option("--threads", co.threads,
+                 "Threads to code with (default: OMP_NUM_THREADS or all cores); decompression uses "
+                 "the same number, so pick what the decompressing machine has");
+
+  return c;
+}
+
 int main(int argc, char** argv) {
   default_to_passive_omp_wait(argv);
   CLI::App app{"chainrule: train GPT-style decoder-only transformers"};
@@ -97,37 +140,8 @@ int main(int argc, char** argv) {
   s->add_option("--data", sa.data_dir, "Data dir whose tokenizer to use");
 
   cr::ScoreOptions sc;
-  auto* so = app.add_subcommand("score", "Per-token surprisal of a text: heat map, JSON lines or HTML");
-  so->add_option("model", sc.model, "Run dir or model .safetensors")->required();
-  auto* so_in = so->add_option("--input", sc.input, "Text file to score (- for stdin)");
-  auto* so_tok = so->add_option("--tokens", sc.tokens, "Or an llm.c token shard (.bin), scored as is");
-  so_in->excludes(so_tok);
-  so->add_option("--stride", sc.stride,
-                 "Window step in tokens (default: half the context): every token is scored once, "
-                 "with at least context - stride tokens before it");
-  so->add_option("--micro-batch", sc.micro_batch, "Windows per forward pass")->capture_default_str();
-  so->add_option("--top", sc.top, "Alternatives listed per token")->capture_default_str();
-  so->add_flag("--json", sc.json, "JSON lines: one per token, then a summary");
-  so->add_option("--html", sc.html, "Also write a standalone HTML heat map to this file");
-  so->add_option("--color", sc.color, "Terminal colours: auto, always or never")->capture_default_str();
-  so->add_option("--data", sc.data_dir, "Data dir whose tokenizer to use");
-
   cr::CompressOptions co;
-  auto* cz = app.add_subcommand("compress", "Lossless compression by arithmetic coding with the model");
-  auto* dz = app.add_subcommand("decompress", "Undo `chainrule compress` (same model, binary and CPU type)");
-  for (auto* sub : {cz, dz}) {
-    sub->add_option("model", co.model, "Run dir or model .safetensors")->required();
-    sub->add_option("in", co.in, "Input file (- for stdin)")->required();
-    sub->add_option("out", co.out, "Output file (- for stdout)")->required();
-    sub->add_flag("--force", co.force, "Overwrite OUT if it exists");
-    sub->add_option("--data", co.data_dir, "Data dir whose tokenizer to use");
-  }
-  cz->add_option("--chunk-bytes", co.chunk_bytes, "Bytes per independently coded chunk")
-      ->capture_default_str();
-  cz->add_option("--batch", co.batch, "Chunks per forward pass (default: all, up to 64)");
-  cz->add_option("--threads", co.threads,
-                 "Threads to code with (default: OMP_NUM_THREADS or all cores); decompression uses "
-                 "the same number, so pick what the decompressing machine has");
+  const auto [so, cz, dz] = add_chain_rule_commands(app, sc, co);
 
   cr::CkptOptions ck;
   auto* c = app.add_subcommand("ckpt", "Inspect, verify or export checkpoints");
