@@ -14,6 +14,7 @@
 #include "parallel/comm/mpi_communicator.h"
 #include "parallel/comm/nccl_bootstrap.h"
 #include "parallel/comm/nccl_communicator.h"
+#include "parallel/comm/peer_probe.h"
 
 namespace cr {
 
@@ -234,6 +235,17 @@ void build_groups(ParallelContext& ctx, const Config& cfg, Backend& backend) {
   build_groups(ctx, cfg);
   log_groups(ctx, "MPI " + mpi_library_version(),
              "MPI (not NCCL: " + (c.nccl ? std::string("a rank on another node cannot use it") : c.reason) + ")");
+}
+
+std::shared_ptr<PeerDirectory> exchange_peers(const ParallelContext& ctx) {
+  if (ctx.world->size() == 1) return nullptr;
+  auto peers = PeerDirectory::exchange(*ctx.world);
+  if (ctx.world->rank() == 0) {
+    const RankMap map = describe_rank_map(peers->hosts(), ctx.grid.tp());
+    log::info("{}", map.line);
+    for (const auto& w : map.warnings) log::warn("{}", w);
+  }
+  return peers;
 }
 
 // ---- shutdown ------------------------------------------------------------------------------------

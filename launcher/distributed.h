@@ -19,6 +19,7 @@ namespace cr {
 
 class Backend;
 class NcclApi;
+class PeerDirectory;
 
 struct ParallelContext {
   RankGrid grid{1, 1, 0};
@@ -51,6 +52,10 @@ void init_processes(ParallelContext& ctx, const Config& cfg);
 // group on MPI (as for a CPU backend) and refuses parallel.bootstrap file:DIR.
 void build_groups(ParallelContext& ctx, const Config& cfg, Backend& backend);
 void build_groups(ParallelContext& ctx, const Config& cfg);
+// Collective over the world (after build_groups): every rank's host and probe address
+// (parallel/comm/peer_probe.h). Rank 0 logs the rank map and warns about tensor-parallel groups
+// that span hosts. Null for a one-rank job.
+std::shared_ptr<PeerDirectory> exchange_peers(const ParallelContext& ctx);
 // Destroys the communicators, split groups before the ones they were split from (NCCL).
 void release_groups(ParallelContext& ctx);
 // Ends the job from any rank after an error that may not have reached the others.

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 #include <ctime>
 #include <cmath>
 #include <filesystem>
@@ -136,7 +137,11 @@ int agreed_stop_signal(Communicator& world) {
 
 // Test-only: CR_TEST_KILL_AT_STEP=k SIGKILLs world rank CR_TEST_KILL_RANK (default 0) right after
 // step k, before any checkpoint of that step; not in a job restarted by `launch --max-restarts`.
+// CR_TEST_STEP_DELAY_MS=t sleeps t ms after every step (the results do not change): a short run
+// lasts long enough for a test to act on it mid-run (cut a link, send a signal).
 void maybe_kill_at_step(int done, int rank) {
+  static const char* delay = std::getenv("CR_TEST_STEP_DELAY_MS");
+  if (delay) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(delay)));
   static const char* at = std::getenv("CR_TEST_KILL_AT_STEP");
   static const char* who = std::getenv("CR_TEST_KILL_RANK");
   static const char* restart = std::getenv("CR_RESTART_COUNT");
@@ -764,6 +769,7 @@ int run_train(const Config& cfg, ParallelContext& ctx) {
   const FlightSession flight =  // collectives recorded, stalls watched (flight_recorder.h)
       attach_flight_recorder(*ctx.world, *ctx.tp, *ctx.dp, cfg.run.dir,
                              cfg.parallel.flight_records, TestFaultHooks::from_env());
+  if (auto peers = exchange_peers(ctx)) flight.recorder->set_peers(peers);  // + the rank map log
   const RankGrid& grid = ctx.grid;
   const bool rank0 = grid.rank() == 0;
   const char* drop = std::getenv("CR_TEST_DROP_COLLECTIVE");  // negative control only

@@ -68,13 +68,19 @@ void Communicator::fail(const CollectiveInfo& c, const std::string& why) const {
   const std::string label = c.label.empty() ? "" : fmt::format(" [{}]", c.label);
   const std::string record =
       recorder_ ? fmt::format("; flight record: {}", recorder_->path()) : std::string();
-  fmt::print(stderr, "[rank {}] error: collective #{} {} ({} bytes) on group {} {}{}{}; aborting the job\n",
-             id.rank, c.seq, c.op, c.bytes, c.group, why, label, record);
+  // Which of the group's other hosts still answer (bounded: up to 2 s, half the timeout when
+  // that is shorter), so that a cut link is named here and in the diagnosis.
+  const auto budget = std::clamp(timeout_ / 2, std::chrono::milliseconds(200),
+                                 std::chrono::milliseconds(2000));
+  const std::string unreachable = recorder_ ? recorder_->probe_peers(c.group, budget) : "";
+  const std::string reach = unreachable.empty() ? "" : "; unreachable: " + unreachable;
+  fmt::print(stderr, "[rank {}] error: collective #{} {} ({} bytes) on group {} {}{}{}{}; aborting the job\n",
+             id.rank, c.seq, c.op, c.bytes, c.group, why, label, reach, record);
   std::fflush(stderr);
   // Dump, and let rank 0 print the job's diagnosis before any rank aborts (bounded wait).
   if (recorder_)
-    recorder_->settle_failure(fmt::format("collective #{} on {} ({}) {}", c.seq, c.group,
-                                          c.label, why),
+    recorder_->settle_failure(fmt::format("collective #{} on {} ({}) {}{}", c.seq, c.group,
+                                          c.label, why, reach),
                               timeout_);
   abort_job();
   std::abort();  // abort_job() never returns; this tells the compiler so

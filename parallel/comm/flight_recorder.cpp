@@ -115,11 +115,15 @@ nlohmann::json to_json(const RankDump& d) {
     records.push_back({{"index", r.index}, {"seq", r.seq}, {"op", r.op}, {"group", r.group},
                        {"label", r.label}, {"bytes", r.bytes}, {"state", state_name(r.state)},
                        {"start_ms", r.start_ms}, {"end_ms", r.end_ms}, {"thread", r.thread}});
+  nlohmann::json reach = nlohmann::json::array();
+  for (const auto& h : d.reach)
+    reach.push_back({{"host", h.host}, {"ranks", h.ranks}, {"reachable", h.reachable},
+                     {"detail", h.detail}});
   return {{"format", "chainrule flight record 1"}, {"rank", d.rank}, {"world_size", d.world_size},
           {"host", d.host}, {"pid", d.pid}, {"dumped_at_ms", d.dumped_at_ms}, {"reason", d.reason},
           {"last_progress", d.last_progress}, {"last_progress_ms", d.last_progress_ms},
           {"collectives_started", d.collectives_started}, {"groups", groups},
-          {"records", records}};
+          {"records", records}, {"reach", reach}};
 }
 
 RankDump rank_dump_from_json(const nlohmann::json& j) {
@@ -141,6 +145,10 @@ RankDump rank_dump_from_json(const nlohmann::json& j) {
                          r.value("label", ""), r.value("bytes", (size_t)0),
                          state_from(r.at("state").get<std::string>()), r.value("start_ms", 0.0),
                          r.value("end_ms", 0.0), r.value("thread", "main")});
+  if (j.contains("reach"))  // written since the peer probes (older records have none)
+    for (const auto& h : j.at("reach"))
+      d.reach.push_back({h.at("host").get<std::string>(), h.at("ranks").get<std::vector<int>>(),
+                         h.at("reachable").get<bool>(), h.value("detail", "")});
   CR_CHECK(d.rank >= 0 && d.rank < d.world_size, "rank {} outside a world of {}", d.rank,
            d.world_size);
   return d;
@@ -290,7 +298,61 @@ std::string describe_culprit(int culprit, const ByRank& by_rank, const std::vect
   else
     did = fmt::format("never started collective #{} ({}){}", w.seq, where(w),
                       w.seq == 1 ? ", its first on that group" : "");
+  // The culprit may itself be blocked in an earlier collective that every member started (it
+  // waits on nobody, so the chain ends here): then that collective, not the rank, is the cause.
+  const FlightRecord* blocked = nullptr;
+  for (const auto& r : d.records)
+    if (r.pending() && (!blocked || r.index < blocked->index)) blocked = &r;
+  if (blocked)
+    return fmt::format("rank {} {}, which {} waiting on, because it is itself blocked in #{} ({}), "
+                       "which every rank of {} started: a network or library problem",
+                       culprit, did, who, blocked->seq, where(*blocked), blocked->group);
   return fmt::format("rank {} {}, which {} waiting on", culprit, did, who);
+}
+
+// The hosts that could not reach each other, from every dump's probes: "crnode2 (ranks 2-3) is
+// unreachable from crnode1, crnode3", or for hosts cut off from each other, "crnode1 (ranks 0-1)
+// and crnode2 (ranks 2-3) cannot reach each other". Empty when no probe failed.
+std::string describe_reach(const ByRank& by_rank) {
+  std::map<std::string, std::vector<int>> ranks_of;  // host -> ranks, from the dumps and probes
+  std::map<std::string, std::set<std::string>> missed_by;  // host -> hosts that could not reach it
+  for (const auto& [rank, d] : by_rank) {
+    ranks_of[d->host].push_back(rank);
+    for (const auto& h : d->reach) {
+      auto& rs = ranks_of[h.host];
+      rs.insert(rs.end(), h.ranks.begin(), h.ranks.end());
+      if (!h.reachable) missed_by[h.host].insert(d->host);
+    }
+  }
+  if (missed_by.empty()) return "";
+  const auto named = [&](const std::string& h) {
+    const std::string rs = rank_ranges(ranks_of[h]);
+    return fmt::format("{} (rank{} {})", h, rs.find_first_of(",-") == std::string::npos ? "" : "s", rs);
+  };
+  size_t most = 0;
+  for (const auto& [h, from] : missed_by) most = std::max(most, from.size());
+  std::vector<std::string> worst;
+  for (const auto& [h, from] : missed_by)
+    if (from.size() == most) worst.push_back(h);
+  const std::string& x = worst.front();
+  // One host missed by the most others, and not merely one side of a two-host cut.
+  if (worst.size() == 1 && (most >= 2 || !missed_by.count(*missed_by.at(x).begin()))) {
+    std::string from;
+    for (const auto& h : missed_by.at(x)) from += (from.empty() ? "" : ", ") + h;
+    return fmt::format("{} is unreachable from {}", named(x), from);
+  }
+  std::vector<std::string> parts;
+  for (const auto& [b, froms] : missed_by)
+    for (const auto& a : froms) {
+      const bool both = missed_by.count(a) && missed_by.at(a).count(b);
+      if (both && a > b) continue;  // the pair is listed once
+      parts.push_back(both ? fmt::format("{} and {} cannot reach each other", named(std::min(a, b)),
+                                         named(std::max(a, b)))
+                           : fmt::format("{} is unreachable from {}", named(b), a));
+    }
+  std::string s;
+  for (const auto& p : parts) s += (s.empty() ? "" : "; ") + p;
+  return s;
 }
 
 // No rank waits on another: if a collective is pending, every member of its group started it.
@@ -306,6 +368,12 @@ std::string describe_network(const ByRank& by_rank) {
       for (const auto& r : it->second->records)
         if (r.group == first->group && r.seq == first->seq && !r.pending()) done.insert(m);
   const std::string what = first->label.empty() ? "" : " (" + first->label + ")";
+  if (const std::string reach = describe_reach(by_rank); !reach.empty())
+    return fmt::format("all ranks of {} started #{}{}; {}: the network (TCP probes at the "
+                       "timeout), not a rank falling behind",
+                       first->group, first->seq, what,
+                       done.empty() ? "none completed" : rank_list(done) + " completed it") +
+           "; " + reach;
   if (done.empty())
     return fmt::format("all ranks of {} started #{}{}; none completed: a network or library "
                        "problem, not a rank falling behind",
@@ -367,6 +435,9 @@ Diagnosis diagnose(const std::vector<RankDump>& dumps, int world_size) {
   }
   std::string s;
   for (int c : out.culprits) s += (s.empty() ? "" : "; ") + describe_culprit(c, by_rank, edges);
+  // Hosts that did not answer the probes are named whatever the chain (a cut link also shows as
+  // ranks waiting on a rank that is blocked in the collective that crosses it).
+  if (const std::string reach = describe_reach(by_rank); !reach.empty()) s += "; " + reach;
   out.line = "desync: " + s;
   return out;
 }
@@ -451,6 +522,24 @@ void FlightRecorder::add_group(const std::string& name) {
   groups_.try_emplace(name);
 }
 
+void FlightRecorder::set_peers(std::shared_ptr<const PeerDirectory> peers) {
+  std::lock_guard<std::mutex> lock(mu_);
+  peers_ = std::move(peers);
+}
+
+std::string FlightRecorder::probe_peers(const std::string& group, std::chrono::milliseconds budget) {
+  std::shared_ptr<const PeerDirectory> peers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    peers = peers_;
+  }
+  if (!peers) return "";
+  const std::vector<HostReach> reach = peers->probe(group_members(group), budget);  // unlocked
+  std::lock_guard<std::mutex> lock(mu_);
+  reach_ = reach;
+  return describe_unreachable(reach_);
+}
+
 void FlightRecorder::started(const CollectiveInfo& c) {
   // The thread that attached the recorder runs the train loop; any other one is the
   // communication thread (parallel.overlap).
@@ -513,6 +602,7 @@ RankDump FlightRecorder::snapshot(const std::string& reason) const {
   d.last_progress_ms = last_progress_ms_;
   d.collectives_started = count_;
   d.groups = groups_;
+  d.reach = reach_;
   const uint64_t n = std::min<uint64_t>(count_, ring_.size());
   for (uint64_t i = count_ - n; i < count_; i++) d.records.push_back(ring_[i % ring_.size()]);
   return d;

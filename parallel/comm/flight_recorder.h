@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "parallel/comm/communicator.h"
+#include "parallel/comm/peer_probe.h"
 
 namespace cr {
 
@@ -69,6 +70,9 @@ struct RankDump {
   uint64_t collectives_started = 0;
   std::map<std::string, GroupProgress> groups;
   std::vector<FlightRecord> records;  // oldest first
+  // The TCP probes of the other hosts of the group whose collective failed (peer_probe.h);
+  // empty when none ran (a stall, a single host, no peer directory).
+  std::vector<HostReach> reach;
 };
 
 nlohmann::json to_json(const RankDump& d);
@@ -107,6 +111,12 @@ class FlightRecorder {
   FlightRecorder(std::string flight_dir, int capacity, Identity id);
 
   void add_group(const std::string& name);  // so a dump lists groups with no collective yet
+  // Where the other ranks are (PeerDirectory::exchange), for probe_peers. Optional.
+  void set_peers(std::shared_ptr<const PeerDirectory> peers);
+  // After a collective on `group` failed: probes the group's other hosts (bounded by `budget`),
+  // keeps the outcome for the dump and returns describe_unreachable's text ("" when every host
+  // answered, or without peers).
+  std::string probe_peers(const std::string& group, std::chrono::milliseconds budget);
   void started(const CollectiveInfo& c);
   void completed(const CollectiveInfo& c);
   void failed(const CollectiveInfo& c, const std::string& why);
@@ -145,6 +155,8 @@ class FlightRecorder {
   std::vector<FlightRecord> ring_;
   uint64_t count_ = 0;  // records ever pushed; ring_[(count_ - 1) % capacity] is the newest
   std::map<std::string, GroupProgress> groups_;
+  std::shared_ptr<const PeerDirectory> peers_;
+  std::vector<HostReach> reach_;
   std::string last_progress_;
   double last_progress_ms_ = 0;
   std::chrono::steady_clock::time_point last_progress_at_;

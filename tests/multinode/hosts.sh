@@ -7,7 +7,8 @@
 #   hosts.sh up N              create hosts 1..N (idempotent: an existing host set is replaced)
 #   hosts.sh down              remove every host, the switch and their processes (idempotent)
 #   hosts.sh exec HOST CMD...  run CMD on HOST (its network, hostname and /etc/hosts)
-#   hosts.sh link HOST up|down plug or unplug HOST's cable (its port on the switch)
+#   hosts.sh link HOST up|down plug or unplug HOST's cable (its port on the switch); up returns
+#                              once HOST reaches another host again
 #   hosts.sh list              the hosts: name, address
 #   hosts.sh reachable HOST ADDR  exit 0 when HOST reaches ADDR (a TCP round trip) within 1 s
 #
@@ -150,6 +151,15 @@ case $cmd in
     valid_host "$h" || die "link: no host '$h'"
     [[ $state == up || $state == down ]] || die "link $h $state: expected up or down"
     ip -n "$SWITCH" link set "p-$h" "$state"
+    if [[ $state == up ]]; then  # back when the bridge forwards again: HOST reaches another host
+      other=$(existing_hosts | grep -vx "$h" | head -1)
+      [[ -n $other ]] || exit 0
+      for ((i = 0; i < 50; i++)); do
+        reachable "$h" "$(host_addr "$other")" && exit 0
+        sleep 0.1
+      done
+      die "link $h up: $h cannot reach $other after 5 s"
+    fi
     ;;
   reachable)
     h=${1:?usage: hosts.sh reachable HOST ADDRESS}
