@@ -18,6 +18,7 @@ PACKAGES=(
   python3-torch python3-numpy    # the numerical reference in tests (/usr/bin/python3)
   python3-venv                   # tests/reference/venv.sh: pinned transformers over python3-torch
   slurmctld slurmd slurm-client munge libpmix-dev  # tests/dist/slurm_test.sh: a one-node Slurm, srun --mpi=pmix
+  iproute2 procps util-linux     # tests/multinode: hosts as network namespaces (ip, pgrep, nsenter)
 )
 
 missing=()

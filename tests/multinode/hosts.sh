@@ -108,11 +108,13 @@ up() {
     unshare --uts="$STATE/$h.uts" hostname "$h"
   done
   # The bridge forwards once its ports are up; wait until host 1 reaches the last host.
-  for ((i = 0; i < 50; i++)); do
+  for ((i = 0; i < 100; i++)); do
     reachable "${PREFIX}1" "$SUBNET.$((10 + n))" && return 0
     sleep 0.1
   done
-  die "hosts are up but ${PREFIX}1 cannot reach $PREFIX$n"
+  ip -n "$SWITCH" -br link >&2 || true
+  ip -n "${PREFIX}1" -br addr >&2 || true
+  die "hosts are up but ${PREFIX}1 cannot reach $PREFIX$n ($SUBNET.$((10 + n))) after 10 s"
 }
 
 # reachable HOST ADDR: a TCP connection from HOST to port 9 of ADDR is refused (nothing listens
