@@ -9,8 +9,10 @@
 #      build/bin/chainrule), NET_IF (the interface(s) the ranks and Open MPI's daemons talk
 #      over, e.g. eth0 or ib0 or 10.0.0.0/16: pins btl_tcp_if_include and oob_tcp_if_include),
 #      LOST_NODE_S (default 60: a node that stops answering for this long ends the job, see
-#      below), RSH_ARGS (ssh options; default "-o BatchMode=yes" plus the ServerAlive settings
-#      LOST_NODE_S implies), MPIRUN_ARGS (any other mpirun options).
+#      below), RSH_ARGS (ssh options; default: $OMPI_MCA_plm_rsh_args, then "-o BatchMode=yes"
+#      and the ServerAlive settings LOST_NODE_S implies; ssh options set in a site's
+#      openmpi-mca-params.conf are replaced: repeat them here), MPIRUN_ARGS (any other mpirun
+#      options).
 #
 # Ranks = nodes x RANKS_PER_NODE, numbered node by node, so a tensor-parallel group (that many
 # consecutive ranks, parallel.tensor <= RANKS_PER_NODE) stays inside a node; the data-parallel
@@ -71,39 +73,40 @@ case $lost in '' | *[!0-9]*) echo "$0: LOST_NODE_S=$lost: expected whole seconds
 alive=$((lost / 6))  # probe interval: 6 unanswered probes (after lost/2 s idle for keepalive)
 args+=(--mca oob_tcp_keepalive_time $((lost / 2)) --mca oob_tcp_keepalive_intvl $((lost / 12 > 0 ? lost / 12 : 1))
   --mca oob_tcp_keepalive_probes 6
-  --mca plm_rsh_args "${RSH_ARGS:--o BatchMode=yes -o ServerAliveInterval=$alive -o ServerAliveCountMax=6}")
+  # ssh's own probes, after any options the site gives ssh already (OMPI_MCA_plm_rsh_args)
+  --mca plm_rsh_args "${RSH_ARGS:-${OMPI_MCA_plm_rsh_args:+$OMPI_MCA_plm_rsh_args }-o BatchMode=yes -o ServerAliveInterval=$alive -o ServerAliveCountMax=6}")
 # shellcheck disable=SC2206  # MPIRUN_ARGS is a list of options, split on purpose
 args+=(${MPIRUN_ARGS:-})
 
-echo "run_mpirun: $nodes node(s) x $per_node ranks x $threads threads = $np ranks"
-echo "+ mpirun ${args[*]} $CHAINRULE train $config $*"
-mpirun "${args[@]}" "$CHAINRULE" train "$config" "$@" &
-pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null' INT TERM  # Ctrl-C / scancel: mpirun forwards it to the ranks
-
 # mpirun stays after its ranks when a node is lost with messages in flight to its daemon (Open
-# MPI 4.1 waits on TCP retransmission, up to minutes): once this node's ranks have been gone for
-# LOST_NODE_S, the job is over here; end mpirun so that the job ends (its exit status stays
-# non-zero). Only when this node ran ranks: mpirun on a login node is left alone.
+# MPI 4.1 waits on TCP retransmission, up to minutes). A watcher beside it ends it once this
+# node's ranks have been gone for LOST_NODE_S: the job is over here, and its exit status stays
+# non-zero. Only when this node ran ranks (an mpirun on a login node is left alone), and never
+# while they run. mpirun itself replaces this script (exec), so signals (Ctrl-C, SIGTERM,
+# SIGUSR1 for a checkpoint) reach it exactly as they would reach a bare mpirun.
 ranks_here() {  # mpirun's children that run $CHAINRULE: this node's ranks
   local a
-  while read -r a; do [[ $a == "$CHAINRULE train"* ]] && return 0; done < <(ps --ppid "$1" -o args=)
+  while read -r a; do [[ $a == "$CHAINRULE train"* ]] && return 0; done < <(ps --ppid "$1" -o args= 2>/dev/null)
   return 1
 }
-seen=0 gone_since=0
-while kill -0 "$pid" 2>/dev/null; do
-  sleep 1
-  if ranks_here "$pid"; then
-    seen=1 gone_since=$SECONDS
-  elif [ "$seen" = 1 ] && [ $((SECONDS - gone_since)) -ge "$lost" ]; then
-    echo "run_mpirun: this node's ranks ended $lost s ago and mpirun is still waiting, on a node" \
-      "it cannot reach: stopping it" >&2
-    kill -TERM "$pid" 2>/dev/null
-    for _ in 1 2 3 4 5; do kill -0 "$pid" 2>/dev/null && sleep 1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    break
-  fi
-done
-rc=0
-wait "$pid" || rc=$?
-exit "$rc"
+watch_mpirun() {
+  local mpid=$1 seen=0 gone_since=0
+  while kill -0 "$mpid" 2>/dev/null; do
+    sleep 1
+    if ranks_here "$mpid"; then
+      seen=1 gone_since=$SECONDS
+    elif [ "$seen" = 1 ] && [ $((SECONDS - gone_since)) -ge "$lost" ]; then
+      echo "run_mpirun: this node's ranks ended $lost s ago and mpirun is still waiting, on a" \
+        "node it cannot reach: stopping it" >&2
+      kill -TERM "$mpid" 2>/dev/null || true
+      for _ in 1 2 3 4 5; do kill -0 "$mpid" 2>/dev/null && sleep 1; done
+      kill -KILL "$mpid" 2>/dev/null || true
+      return 0
+    fi
+  done
+}
+watch_mpirun $$ </dev/null >/dev/null &
+
+echo "run_mpirun: $nodes node(s) x $per_node ranks x $threads threads = $np ranks"
+echo "+ mpirun ${args[*]} $CHAINRULE train $config $*"
+exec mpirun "${args[@]}" "$CHAINRULE" train "$config" "$@"

@@ -68,10 +68,10 @@ void Communicator::fail(const CollectiveInfo& c, const std::string& why) const {
   const std::string label = c.label.empty() ? "" : fmt::format(" [{}]", c.label);
   const std::string record =
       recorder_ ? fmt::format("; flight record: {}", recorder_->path()) : std::string();
-  // Which of the group's other hosts still answer (bounded: up to 2 s, half the timeout when
-  // that is shorter), so that a cut link is named here and in the diagnosis.
+  // Which of the group's other hosts still answer (bounded: half the timeout, 0.2 to 1.5 s), so
+  // that a cut link is named here and in the diagnosis.
   const auto budget = std::clamp(timeout_ / 2, std::chrono::milliseconds(200),
-                                 std::chrono::milliseconds(2000));
+                                 FlightRecorder::kMaxProbe);
   const std::string unreachable = recorder_ ? recorder_->probe_peers(c.group, budget) : "";
   const std::string reach = unreachable.empty() ? "" : "; unreachable: " + unreachable;
   fmt::print(stderr, "[rank {}] error: collective #{} {} ({} bytes) on group {} {}{}{}{}; aborting the job\n",

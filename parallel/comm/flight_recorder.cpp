@@ -29,8 +29,10 @@ namespace {
 // How long rank 0 waits for the other ranks' dumps after its own timeout, and how long the other
 // ranks wait for rank 0's diagnosis.txt before they abort. Together they keep a failed job's end
 // within parallel.timeout_s + 10 s (tests/dist/desync.sh checks it).
-constexpr auto kDumpGrace = std::chrono::milliseconds(2500);
-constexpr auto kDiagnosisWait = std::chrono::milliseconds(4000);
+// Both include FlightRecorder::kMaxProbe: a rank that probes its peers (probe_peers) before it
+// dumps may write its record that much later than rank 0, which had nothing to probe.
+constexpr auto kDumpGrace = std::chrono::milliseconds(2500) + FlightRecorder::kMaxProbe;
+constexpr auto kDiagnosisWait = std::chrono::milliseconds(3500) + FlightRecorder::kMaxProbe;
 // When rank 0 wrote no diagnosis (it is the rank that hung, or it died), the lowest rank that
 // timed out writes it instead; the others give it this long.
 constexpr auto kStandInWait = std::chrono::milliseconds(1500);
@@ -118,7 +120,7 @@ nlohmann::json to_json(const RankDump& d) {
   nlohmann::json reach = nlohmann::json::array();
   for (const auto& h : d.reach)
     reach.push_back({{"host", h.host}, {"ranks", h.ranks}, {"reachable", h.reachable},
-                     {"detail", h.detail}});
+                     {"partial", h.partial}, {"detail", h.detail}});
   return {{"format", "chainrule flight record 1"}, {"rank", d.rank}, {"world_size", d.world_size},
           {"host", d.host}, {"pid", d.pid}, {"dumped_at_ms", d.dumped_at_ms}, {"reason", d.reason},
           {"last_progress", d.last_progress}, {"last_progress_ms", d.last_progress_ms},
@@ -148,7 +150,8 @@ RankDump rank_dump_from_json(const nlohmann::json& j) {
   if (j.contains("reach"))  // written since the peer probes (older records have none)
     for (const auto& h : j.at("reach"))
       d.reach.push_back({h.at("host").get<std::string>(), h.at("ranks").get<std::vector<int>>(),
-                         h.at("reachable").get<bool>(), h.value("detail", "")});
+                         h.at("reachable").get<bool>(), h.value("partial", false),
+                         h.value("detail", "")});
   CR_CHECK(d.rank >= 0 && d.rank < d.world_size, "rank {} outside a world of {}", d.rank,
            d.world_size);
   return d;
@@ -532,6 +535,7 @@ std::string FlightRecorder::probe_peers(const std::string& group, std::chrono::m
   {
     std::lock_guard<std::mutex> lock(mu_);
     peers = peers_;
+    probing_ = true;  // a failure is being reported: no stall dump from the watchdog meanwhile
   }
   if (!peers) return "";
   const std::vector<HostReach> reach = peers->probe(group_members(group), budget);  // unlocked
@@ -626,7 +630,8 @@ bool FlightRecorder::dump_if_stalled(std::chrono::milliseconds timeout) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     const auto now = SteadyClock::now();
-    if (failing_ || now - last_progress_at_ < timeout || stall_dumped_for_ == last_progress_at_)
+    if (failing_ || probing_ || now - last_progress_at_ < timeout ||
+        stall_dumped_for_ == last_progress_at_)
       return false;
     const double recent = wall_ms() - (double)timeout.count() - kPendingGraceMs;
     const uint64_t n = std::min<uint64_t>(count_, ring_.size());

@@ -113,6 +113,9 @@ class FlightRecorder {
   void add_group(const std::string& name);  // so a dump lists groups with no collective yet
   // Where the other ranks are (PeerDirectory::exchange), for probe_peers. Optional.
   void set_peers(std::shared_ptr<const PeerDirectory> peers);
+  // The longest probe_peers may take (Communicator::fail's budget: half the timeout, at most
+  // this); the failure path's waits allow for it.
+  static constexpr std::chrono::milliseconds kMaxProbe{1500};
   // After a collective on `group` failed: probes the group's other hosts (bounded by `budget`),
   // keeps the outcome for the dump and returns describe_unreachable's text ("" when every host
   // answered, or without peers).
@@ -162,6 +165,7 @@ class FlightRecorder {
   std::chrono::steady_clock::time_point last_progress_at_;
   std::chrono::steady_clock::time_point stall_dumped_for_{};  // the stall already dumped
   bool failing_ = false;  // a failure dump was written: the watchdog stays quiet
+  bool probing_ = false;  // probe_peers ran (a failure is on its way): likewise
   std::mutex dump_mu_;    // one writer of rank-N.json at a time
 };
 

@@ -54,7 +54,8 @@ std::pair<int, int> open_listener() {
   a.sin_addr.s_addr = htonl(INADDR_ANY);
   a.sin_port = 0;
   socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 64) != 0 ||
+  // Nobody accepts: answered probes stay queued, so the queue is as long as the kernel allows.
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, SOMAXCONN) != 0 ||
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
     ::close(fd);
     return {-1, 0};
@@ -69,6 +70,7 @@ struct Attempt {
   int fd = -1;
   int error = 0;  // 0 while pending or on success
   bool done = false, connected = false;
+  bool local = false;  // failed here (no socket, bad address), not on the network
   double ms = 0;
 };
 
@@ -78,13 +80,13 @@ void start_connect(Attempt& at, int port, Clock::time_point t0) {
   a.sin_family = AF_INET;
   a.sin_port = htons((uint16_t)port);
   if (::inet_pton(AF_INET, at.addr.c_str(), &a.sin_addr) != 1) {
-    at.done = true;
+    at.done = at.local = true;
     at.error = EINVAL;
     return;
   }
   at.fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (at.fd < 0) {
-    at.done = true;
+  if (at.fd < 0) {  // EMFILE, ENOBUFS, ...: this process, not the peer
+    at.done = at.local = true;
     at.error = errno;
     return;
   }
@@ -159,56 +161,90 @@ std::vector<std::string> PeerDirectory::hosts() const {
   return h;
 }
 
+// The addresses worth probing on `peer`: not this host's own, and not one that several hosts
+// publish (docker0's 172.17.0.1 on every node: a connection there reaches the prober's own
+// bridge and is refused at once, which would make a cut-off host look alive).
+std::vector<std::string> PeerDirectory::probe_addresses(const PeerEndpoint& peer) const {
+  const PeerEndpoint& me = peers_.at((size_t)rank_);
+  std::map<std::string, std::set<std::string>> hosts_of;  // address -> hosts publishing it
+  for (const auto& p : peers_)
+    for (const auto& a : p.addrs) hosts_of[a].insert(p.host);
+  std::vector<std::string> out;
+  for (const auto& a : peer.addrs) {
+    const bool mine = std::find(me.addrs.begin(), me.addrs.end(), a) != me.addrs.end();
+    if (!mine && hosts_of[a].size() == 1) out.push_back(a);
+  }
+  return out;
+}
+
 std::vector<HostReach> PeerDirectory::probe(const std::vector<int>& ranks,
                                             std::chrono::milliseconds budget) const {
   const std::string& self = peers_.at((size_t)rank_).host;
-  // One entry per other host, probed through its lowest rank in `ranks`.
+  // One entry per other host, in order of its lowest rank in `ranks`.
   std::vector<HostReach> out;
-  std::vector<int> via;
   std::vector<int> sorted = ranks;
   std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   for (int r : sorted) {
     if (r < 0 || r >= (int)peers_.size() || peers_[(size_t)r].host == self) continue;
     auto it = std::find_if(out.begin(), out.end(),
                            [&](const HostReach& h) { return h.host == peers_[(size_t)r].host; });
     if (it == out.end()) {
-      out.push_back({peers_[(size_t)r].host, {r}, true, ""});
-      via.push_back(r);
-    } else {
-      it->ranks.push_back(r);
+      out.push_back({peers_[(size_t)r].host, {}, true, false, ""});
+      it = out.end() - 1;
     }
+    it->ranks.push_back(r);
   }
+  // Each host through one of its ranks, chosen by this rank's number: when every rank of a big
+  // job probes at once, the connections spread over that host's listeners.
+  std::vector<int> via;
+  for (const auto& h : out) via.push_back(h.ranks[(size_t)rank_ % h.ranks.size()]);
   const auto t0 = Clock::now();
   std::vector<Attempt> attempts;
-  for (size_t i = 0; i < out.size(); i++)
-    for (const auto& a : peers_[(size_t)via[i]].addrs) attempts.push_back({i, a});
-  for (auto& at : attempts)
-    if (peers_[(size_t)via[at.target]].port > 0) start_connect(at, peers_[(size_t)via[at.target]].port, t0);
+  for (size_t i = 0; i < out.size(); i++) {
+    const PeerEndpoint& p = peers_[(size_t)via[i]];
+    if (p.port <= 0) continue;
+    for (const auto& a : probe_addresses(p)) attempts.push_back({i, a});
+  }
+  for (auto& at : attempts) start_connect(at, peers_[(size_t)via[at.target]].port, t0);
   run_attempts(attempts, t0, t0 + budget);
   for (size_t i = 0; i < out.size(); i++) {
     const PeerEndpoint& p = peers_[(size_t)via[i]];
     HostReach& h = out[i];
-    if (p.port == 0) {
-      h.detail = fmt::format("not probed (rank {} has no probe socket)", via[i]);
-      continue;
-    }
-    const Attempt* ok = nullptr;
-    const Attempt* refused = nullptr;
+    std::vector<std::string> answered, silent;
+    std::string local_error;
     for (const auto& at : attempts) {
       if (at.target != i) continue;
-      if (at.connected && !ok) ok = &at;
-      if (at.done && at.error == ECONNREFUSED && !refused) refused = &at;
+      const std::string ep = fmt::format("{}:{}", at.addr, p.port);
+      if (at.connected)
+        answered.push_back(fmt::format("{} answered in {:.1f} ms", ep, at.ms));
+      else if (at.done && at.error == ECONNREFUSED)
+        answered.push_back(fmt::format("{} refused: the host answers but rank {}'s process is gone", ep, via[i]));
+      else if (at.local)
+        local_error = fmt::format("{}: {}", ep, std::strerror(at.error));
+      else
+        silent.push_back(ep);
     }
-    if (ok) {
-      h.detail = fmt::format("{}:{} answered in {:.1f} ms", ok->addr, p.port, ok->ms);
-    } else if (refused) {
-      h.detail = fmt::format("{}:{} refused: the host answers but rank {}'s process is gone",
-                             refused->addr, p.port, via[i]);
-    } else {
+    const std::string silent_list = [&] {
+      std::string l;
+      for (const auto& e : silent) l += (l.empty() ? "" : ", ") + e;
+      return l;
+    }();
+    if (p.port <= 0) {
+      h.detail = fmt::format("not probed (rank {} has no probe socket)", via[i]);
+    } else if (answered.empty() && silent.empty()) {
+      h.detail = local_error.empty()
+                     ? fmt::format("not probed (no address of rank {} is its host's alone)", via[i])
+                     : fmt::format("not probed ({})", local_error);
+    } else if (answered.empty()) {
       h.reachable = false;
-      std::string addrs;
-      for (const auto& a : p.addrs) addrs += (addrs.empty() ? "" : ", ") + fmt::format("{}:{}", a, p.port);
-      h.detail = fmt::format("no answer from {} in {:.1f} s", addrs, budget.count() / 1000.0);
+      h.detail = fmt::format("no answer from {} in {:.1f} s", silent_list, budget.count() / 1000.0);
+    } else if (!silent.empty()) {
+      h.partial = true;
+      h.detail = fmt::format("{}; but no answer from {} in {:.1f} s (one of its networks is cut)",
+                             answered.front(), silent_list, budget.count() / 1000.0);
+    } else {
+      h.detail = answered.front();
     }
   }
   for (auto& at : attempts)
@@ -233,7 +269,7 @@ std::string rank_ranges(std::vector<int> ranks) {
 std::string describe_unreachable(const std::vector<HostReach>& reach) {
   std::string s;
   for (const auto& h : reach)
-    if (!h.reachable)
+    if (!h.reachable || h.partial)
       s += (s.empty() ? "" : "; ") +
            fmt::format("{} (rank{} {}): {}", h.host, h.ranks.size() > 1 ? "s" : "",
                        rank_ranges(h.ranks), h.detail);

@@ -10,9 +10,14 @@
 //   - the handshake completes:            the host is reachable (a slow or stuck rank, not the
 //                                          network);
 //   - refused:                             the host answers but that rank's process is gone;
-//   - no answer (or unreachable network):  the host is unreachable from here.
-// Ranks on this rank's own host are never probed. Only IPv4 addresses of interfaces that are up
-// and not loopback are published (127.0.0.1 when there is none).
+//   - no answer (or unreachable network):  the host is unreachable from here;
+//   - some addresses answer, others not:   partly reachable (one of its networks is cut).
+// Ranks on this rank's own host are never probed, nor addresses that are this host's own or that
+// several hosts publish (docker0's 172.17.0.1 would reach the prober's own bridge). A host is
+// probed through one of its ranks chosen by the prober's rank, so that a big job's probes spread
+// over its listeners. Only IPv4 addresses of interfaces that are up and not loopback are
+// published (127.0.0.1 when there is none). Not handled: hosts that share a hostname are one
+// host here; a firewall that drops connections to the probe port makes every host look cut.
 #pragma once
 
 #include <chrono>
@@ -34,8 +39,9 @@ struct PeerEndpoint {
 struct HostReach {
   std::string host;
   std::vector<int> ranks;      // the group's world ranks on that host
-  bool reachable = true;
-  std::string detail;          // "no answer from 10.0.0.2:40123 in 2.0 s", "connected in 0.2 ms"
+  bool reachable = true;       // some address of it answered (or nothing could be probed)
+  bool partial = false;        // some answered, others did not: one of its networks is cut
+  std::string detail;          // "no answer from 10.0.0.2:40123 in 1.5 s", "... answered in 0.2 ms"
 };
 
 class PeerDirectory {
@@ -59,14 +65,15 @@ class PeerDirectory {
                                std::chrono::milliseconds budget) const;
 
  private:
+  std::vector<std::string> probe_addresses(const PeerEndpoint& peer) const;
   PeerDirectory() = default;
   int rank_ = 0;
   int listen_fd_ = -1;
   std::vector<PeerEndpoint> peers_;
 };
 
-// "crnode2 (ranks 2,3): no answer from 10.213.0.12:40123 in 2.0 s" for each unreachable host,
-// joined by "; ". Empty when every probed host answered.
+// "crnode2 (ranks 2,3): no answer from 10.213.0.12:40123 in 1.5 s" for each unreachable or
+// partly reachable host, joined by "; ". Empty when every probed host answered.
 std::string describe_unreachable(const std::vector<HostReach>& reach);
 
 // The job's placement for the start-up log (pure; unit-tested), from each world rank's host and

@@ -20,8 +20,11 @@
 #
 # Writes only: network namespaces named as above, /etc/netns/<host>/ (created here, removed by
 # down) and /run/chainrule-hosts/<prefix>/ (the hostname namespaces). Needs root (or CAP_SYS_ADMIN
-# and CAP_NET_ADMIN) and iproute2; exits 77 when namespaces cannot be created here.
+# and CAP_NET_ADMIN); `up` exits 77 when namespaces cannot be created here, 1 when a tool is
+# missing (iproute2, util-linux, coreutils) or the hosts do not reach each other, and removes
+# whatever it made when it fails.
 set -euo pipefail
+export LC_ALL=C  # `reachable` reads bash's English "Connection refused"
 
 PREFIX=${CR_HOSTS_PREFIX:-crnode}
 SUBNET=${CR_HOSTS_SUBNET:-10.213.0}
@@ -76,13 +79,13 @@ down() {
 up() {
   local n=$1 i
   [[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 200 ]] || die "up $n: expected a host count 1..200"
-  command -v ip >/dev/null || die "ip (iproute2) not found; install iproute2"
-  if ! ip netns add "$SWITCH" 2>/dev/null; then
-    # Either it exists (replace the whole set) or namespaces cannot be made here.
-    down
-    ip netns add "$SWITCH" 2>/dev/null || { echo "hosts.sh: cannot create network namespaces here (needs root / CAP_SYS_ADMIN)" >&2; exit 77; }
-  fi
-  down_hosts_only
+  local tool
+  for tool in ip unshare nsenter timeout setsid; do  # iproute2, util-linux, coreutils
+    command -v "$tool" >/dev/null || die "$tool not found: install iproute2 util-linux coreutils (deploy/install_deps.sh)"
+  done
+  down  # whatever is left of an earlier set, complete or not
+  ip netns add "$SWITCH" 2>/dev/null || { echo "hosts.sh: cannot create network namespaces here (needs root / CAP_SYS_ADMIN)" >&2; exit 77; }
+  trap 'echo "hosts.sh: up failed; removing what it made" >&2; down' ERR
   mkdir -p "$STATE"
   ip -n "$SWITCH" link add br0 type bridge
   ip -n "$SWITCH" link set br0 up
@@ -114,25 +117,16 @@ up() {
   done
   ip -n "$SWITCH" -br link >&2 || true
   ip -n "${PREFIX}1" -br addr >&2 || true
-  die "hosts are up but ${PREFIX}1 cannot reach $PREFIX$n ($SUBNET.$((10 + n))) after 10 s"
+  down
+  die "hosts were up but ${PREFIX}1 cannot reach $PREFIX$n ($SUBNET.$((10 + n))) after 10 s"
 }
 
 # reachable HOST ADDR: a TCP connection from HOST to port 9 of ADDR is refused (nothing listens
 # there), which takes a round trip; no answer within 1 s is unreachable. No ping needed.
 reachable() {
   local out
-  out=$(ip netns exec "$1" timeout 1 bash -c "exec 3<>/dev/tcp/$2/9" 2>&1) || true
+  out=$(ip netns exec "$1" timeout 1 bash -c 'exec 3<>"/dev/tcp/$1/9"' _ "$2" 2>&1) || true
   [[ $out == *refused* ]]
-}
-
-# Hosts left from an earlier set (the switch is being rebuilt): remove them.
-down_hosts_only() {
-  local ns
-  for ns in $(existing_hosts); do
-    kill_ns_processes "$ns"
-    ip netns del "$ns" 2>/dev/null || true
-    rm -rf "/etc/netns/${ns:?}"
-  done
 }
 
 cmd=${1:-}
@@ -154,7 +148,7 @@ case $cmd in
     [[ $state == up || $state == down ]] || die "link $h $state: expected up or down"
     ip -n "$SWITCH" link set "p-$h" "$state"
     if [[ $state == up ]]; then  # back when the bridge forwards again: HOST reaches another host
-      other=$(existing_hosts | grep -vx "$h" | head -1)
+      other=$(existing_hosts | grep -vx "$h" | head -1 || true)
       [[ -n $other ]] || exit 0
       for ((i = 0; i < 50; i++)); do
         reachable "$h" "$(host_addr "$other")" && exit 0

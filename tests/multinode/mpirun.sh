@@ -23,6 +23,13 @@ trap 'bash "$HOSTS" down; [[ -n ${CR_KEEP_TMP:-} ]] && echo "kept $T" || rm -rf 
 rc=0
 bash "$HOSTS" up 2 || rc=$?
 [[ $rc -eq 0 ]] || { [[ $rc -eq 77 ]] && echo "SKIP: no network namespaces here"; exit "$rc"; }
+# A decoy on both hosts: the same docker0 address on each (up, no cable). Open MPI would try it
+# unless pinned (NET_IF), and the peer probes must not take its instant refusal for an answer.
+for h in crnode1 crnode2; do
+  ip -n "$h" link add docker0 type bridge
+  ip -n "$h" addr add 172.17.0.1/16 dev docker0
+  ip -n "$h" link set docker0 up
+done
 
 CFG=$SRC/tests/dist/dist.yaml
 TIMEOUT_S=4
@@ -73,7 +80,15 @@ done
 bash "$HOSTS" link crnode2 down
 cut_at=$(date +%s%N)
 note "unplugged crnode2 after step 10's checkpoint"
-ranks_left() { pgrep -f -- "^$BIN train" || true; }  # the ranks, not mpirun
+# The ranks of this job: processes on the two hosts running the binary (not mpirun; not the
+# ranks of other tests that ctest runs meanwhile, which live outside these namespaces).
+ranks_left() {
+  local pid
+  for pid in $(for h in crnode1 crnode2; do ip netns pids "$h" 2>/dev/null; done); do
+    [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) == "$BIN train"* ]] && echo "$pid"
+  done
+  return 0
+}
 limit=$((TIMEOUT_S + 10))
 while [[ -n $(ranks_left) ]]; do
   (( ($(date +%s%N) - cut_at) / 1000000000 < limit + 5 )) || break

@@ -11,6 +11,7 @@
 # Options: ssh's `-o ServerAliveInterval=I` (default 1) and `-o ServerAliveCountMax=N` (default
 # 3); other `-o` options (BatchMode, ...) are accepted and ignored.
 set -uo pipefail
+export LC_ALL=C  # the liveness check reads bash's English "Connection refused"
 interval=1 count=3
 while [[ ${1:-} == -o ]]; do
   case ${2:-} in
@@ -28,19 +29,24 @@ addr=$(getent hosts "$host" | awk '{print $1; exit}')
 # The remote session: its own process group, so that ending it reaches everything it started.
 setsid bash "$here/hosts.sh" exec "$host" /bin/sh -c "$*" &
 session=$!
+# Killed or hung up (mpirun ending, Ctrl-C): the session ends with the agent, as an ssh channel's.
+end_session() {
+  kill -HUP -- "-$session" 2>/dev/null
+  sleep 1
+  kill -KILL -- "-$session" 2>/dev/null
+  exit 255
+}
+trap end_session TERM INT HUP
 last_answer=$SECONDS
 while kill -0 "$session" 2>/dev/null; do
   sleep "$interval"
   kill -0 "$session" 2>/dev/null || break
   # Alive: a TCP connection attempt to a closed port of HOST is refused (one round trip).
-  out=$(timeout "$interval" bash -c "exec 3<>/dev/tcp/$addr/9" 2>&1) || true
+  out=$(timeout "$interval" bash -c 'exec 3<>"/dev/tcp/$1/9"' _ "$addr" 2>&1) || true
   [[ $out == *refused* ]] && last_answer=$SECONDS
   if ((SECONDS - last_answer >= interval * count)); then
     echo "netns_rsh: $host ($addr) has not answered for $((SECONDS - last_answer)) s: closing the session" >&2
-    kill -HUP -- "-$session" 2>/dev/null
-    sleep 2
-    kill -KILL -- "-$session" 2>/dev/null
-    exit 255
+    end_session
   fi
 done
 wait "$session"

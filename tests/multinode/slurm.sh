@@ -27,6 +27,8 @@ source "$HERE/../dist/ckpt_lib.sh" # dist_init, losses, same_losses, fail, note
 BIN_ARG=$1 SRC_ARG=$2
 
 export CR_HOSTS_PREFIX=${CR_HOSTS_PREFIX:-crnode} CR_HOSTS_SUBNET=${CR_HOSTS_SUBNET:-10.213.0}
+# The prefix names a directory that is removed at the end: hosts.sh's rule, checked before use.
+[[ $CR_HOSTS_PREFIX =~ ^[a-z][a-z0-9]{0,9}$ ]] || { echo "CR_HOSTS_PREFIX=$CR_HOSTS_PREFIX: expected 1-10 lower-case letters or digits" >&2; exit 2; }
 HOSTS=$HERE/hosts.sh
 SLURM_HOSTS=$HERE/slurm_hosts.sh
 H1=${CR_HOSTS_PREFIX}1 H2=${CR_HOSTS_PREFIX}2

@@ -149,7 +149,7 @@ show_logs() {
 start_failed() {
   show_logs
   stop 2>/dev/null || true
-  if cat "$DIR"/log/* 2>/dev/null | grep -Eiq 'parse error|fatal:.*(plugin|slurm\.conf|config)'; then
+  if grep -Eiqs 'parse error|fatal:.*(plugin|slurm\.conf|config)' "$DIR"/log/*; then
     die "the generated configuration is rejected (see the logs above)"
   fi
   log "the daemons are installed but cannot run here (see the logs above)"
@@ -182,6 +182,11 @@ start() {
   _sc_missing || exit 2
   [[ -n $HEAD ]] || die "no hosts (CR_HOSTS_PREFIX=$PREFIX): run hosts.sh up N first"
   mkdir -p "$DIR"
+  # DIR is ours when empty or marked by an earlier start: never clear a directory we did not make.
+  if [[ -n $(ls -A "$DIR") && ! -f $DIR/.chainrule-slurm-hosts ]]; then
+    die "$DIR is not empty and was not made by slurm_hosts.sh: give an empty or new DIR"
+  fi
+  touch "$DIR/.chainrule-slurm-hosts"
   stop 2>/dev/null || true # whatever is left of an earlier start in DIR
   rm -rf "${DIR:?}"/{state,spool,tmp,run,log,munge}
   mkdir -p "$DIR"/{state,spool,tmp,run,log,munge}

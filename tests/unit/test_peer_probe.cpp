@@ -18,18 +18,19 @@
 namespace cr {
 namespace {
 
-// A TCP socket on 127.0.0.1 with a kernel-chosen port: listening, closed again, or silent (a
-// listener whose accept queue is full: Linux drops further SYNs without an answer, as a host
-// behind a cut link gives none).
+// A TCP socket on a loopback address (any of 127.0.0.0/8 reaches this machine) with a
+// kernel-chosen port: listening, closed again, or silent (a listener whose accept queue is full:
+// Linux drops further SYNs without an answer, as a host behind a cut link gives none).
 struct LocalPort {
   enum Mode { Listening, Closed, Silent };
   int fd = -1, port = 0;
   std::vector<int> fillers;
-  explicit LocalPort(Mode mode) {
+  LocalPort(Mode mode, const char* addr, int want_port = 0) {
     fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)want_port);
+    ::inet_pton(AF_INET, addr, &a.sin_addr);
     socklen_t len = sizeof a;
     EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
     EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
@@ -78,11 +79,13 @@ TEST(RankMap, RanksCollapseIntoRuns) {
 }
 
 TEST(PeerProbe, AnswersRefusalsAndSilenceAreToldApart) {
-  LocalPort listening(LocalPort::Listening), closed(LocalPort::Closed), silent(LocalPort::Silent);
+  // Each host on its own loopback address, as hosts have their own addresses.
+  LocalPort up(LocalPort::Listening, "127.0.0.2"), gone(LocalPort::Closed, "127.0.0.3"),
+      silent(LocalPort::Silent, "127.0.0.4");
   auto d = PeerDirectory::from_endpoints(
       0, {{"self", {"127.0.0.1"}, 1}, {"self", {"127.0.0.1"}, 1},
-          {"up", {"127.0.0.1"}, listening.port}, {"gone", {"127.0.0.1"}, closed.port},
-          {"cut", {"127.0.0.1"}, silent.port}, {"up", {"127.0.0.1"}, listening.port}});
+          {"up", {"127.0.0.2"}, up.port}, {"gone", {"127.0.0.3"}, gone.port},
+          {"cut", {"127.0.0.4"}, silent.port}, {"up", {"127.0.0.2"}, up.port}});
   const auto t0 = std::chrono::steady_clock::now();
   const auto reach = d->probe({0, 1, 2, 3, 4, 5}, std::chrono::milliseconds(300));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -90,6 +93,7 @@ TEST(PeerProbe, AnswersRefusalsAndSilenceAreToldApart) {
   ASSERT_EQ(reach.size(), 3u) << "one entry per other host; rank 1 shares this rank's host";
   EXPECT_EQ(reach[0].host, "up");
   EXPECT_TRUE(reach[0].reachable);
+  EXPECT_FALSE(reach[0].partial);
   EXPECT_EQ(reach[0].ranks, (std::vector<int>{2, 5}));
   EXPECT_NE(reach[0].detail.find("answered"), std::string::npos) << reach[0].detail;
   EXPECT_EQ(reach[1].host, "gone");
@@ -98,9 +102,40 @@ TEST(PeerProbe, AnswersRefusalsAndSilenceAreToldApart) {
   EXPECT_EQ(reach[2].host, "cut");
   EXPECT_FALSE(reach[2].reachable);
   EXPECT_EQ(describe_unreachable(reach), "cut (rank 4): " + reach[2].detail);
-  EXPECT_NE(reach[2].detail.find(fmt::format("no answer from 127.0.0.1:{} in 0.3 s", silent.port)),
+  EXPECT_NE(reach[2].detail.find(fmt::format("no answer from 127.0.0.4:{} in 0.3 s", silent.port)),
             std::string::npos)
       << reach[2].detail;
+}
+
+TEST(PeerProbe, AnAddressEveryHostHasProvesNothing) {
+  // Both hosts carry 127.0.0.9 (as every node may carry docker0's 172.17.0.1): a connection
+  // there reaches the prober itself and is refused at once. The cut host must still be named.
+  LocalPort silent(LocalPort::Silent, "127.0.0.4"), shared(LocalPort::Closed, "127.0.0.9");
+  auto d = PeerDirectory::from_endpoints(
+      0, {{"self", {"127.0.0.1", "127.0.0.9"}, silent.port}, {"cut", {"127.0.0.9", "127.0.0.4"}, silent.port}});
+  auto reach = d->probe({1}, std::chrono::milliseconds(200));
+  ASSERT_EQ(reach.size(), 1u);
+  EXPECT_FALSE(reach[0].reachable) << reach[0].detail;
+  EXPECT_EQ(reach[0].detail.find("127.0.0.9"), std::string::npos) << reach[0].detail;
+  // A host with one network answering and another silent is partly reachable, and named (one
+  // probe port, two addresses: a listener on one, a full queue on the other).
+  LocalPort up(LocalPort::Listening, "127.0.0.2"), cut(LocalPort::Silent, "127.0.0.6", up.port);
+  auto d2 = PeerDirectory::from_endpoints(
+      0, {{"self", {"127.0.0.1"}, up.port}, {"half", {"127.0.0.2", "127.0.0.6"}, up.port}});
+  reach = d2->probe({1}, std::chrono::milliseconds(200));
+  ASSERT_EQ(reach.size(), 1u);
+  EXPECT_TRUE(reach[0].reachable);
+  EXPECT_TRUE(reach[0].partial) << reach[0].detail;
+  EXPECT_NE(describe_unreachable(reach).find("half (rank 1): 127.0.0.2:"), std::string::npos);
+  EXPECT_NE(reach[0].detail.find("one of its networks is cut"), std::string::npos) << reach[0].detail;
+  // A peer whose listener could not be opened is reported, without spending the budget.
+  auto d3 = PeerDirectory::from_endpoints(0, {{"self", {"127.0.0.1"}, 1}, {"nolistener", {"127.0.0.5"}, 0}});
+  const auto t0 = std::chrono::steady_clock::now();
+  reach = d3->probe({1}, std::chrono::milliseconds(1000));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0.5);
+  ASSERT_EQ(reach.size(), 1u);
+  EXPECT_TRUE(reach[0].reachable);
+  EXPECT_NE(reach[0].detail.find("not probed"), std::string::npos) << reach[0].detail;
 }
 
 TEST(PeerProbe, ExchangeOnOneRankPublishesAListener) {
@@ -110,7 +145,7 @@ TEST(PeerProbe, ExchangeOnOneRankPublishesAListener) {
   EXPECT_GT(d->endpoints()[0].port, 0);
   EXPECT_FALSE(d->endpoints()[0].addrs.empty());
   // Its own listener answers a connection (what a peer's probe would see).
-  auto other = PeerDirectory::from_endpoints(0, {{"me", {"127.0.0.1"}, 1},
+  auto other = PeerDirectory::from_endpoints(0, {{"me", {"127.0.0.7"}, 1},
                                                  {"peer", {"127.0.0.1"}, d->endpoints()[0].port}});
   const auto reach = other->probe({1}, std::chrono::milliseconds(500));
   ASSERT_EQ(reach.size(), 1u);
