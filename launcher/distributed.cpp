@@ -98,9 +98,11 @@ void init_processes(ParallelContext& ctx) {
   // MULTIPLE: with parallel.overlap the gradient buckets are reduced on a communication thread
   // while the main thread runs backward and its tensor-parallel collectives.
   int provided = 0;
+  if (ctx.startup) ctx.startup->stage("MPI_Init");
   MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
   ctx.thread_multiple = provided >= MPI_THREAD_MULTIPLE;
   ctx.mpi = true;
+  if (ctx.startup) ctx.startup->stage("connecting the ranks (the world communicator's first all-gather)");
   ctx.world = MpiCommunicator::world();
   auto& id = process_identity();
   id.rank = ctx.world->rank();
@@ -122,7 +124,11 @@ void init_processes(ParallelContext& ctx) {
 // NCCL communicator. Rank 0's id file goes once every rank has joined (init completes only then).
 void init_processes(ParallelContext& ctx, const Config& cfg) {
   const std::string dir = bootstrap_dir(cfg);
-  if (dir.empty()) return init_processes(ctx);
+  if (dir.empty()) {
+    if (launched_under_mpi())
+      ctx.startup = std::make_unique<StartupGuard>(timeout_of(cfg), "MPI_Init");
+    return init_processes(ctx);
+  }
   auto api = make_nccl_api();
   const int gpus = api ? api->device_count() : 0;
   // The build and the device first: without NCCL, that is the error to fix, not the ranks.
@@ -170,6 +176,7 @@ void split_nccl_groups(ParallelContext& ctx, NcclCommunicator& parent, NcclApi::
 
 void build_mpi_groups(ParallelContext& ctx) {
   auto& world = static_cast<MpiCommunicator&>(*ctx.world);
+  if (ctx.startup) ctx.startup->stage("splitting the tp and dp groups");
   // TP groups: ranks sharing a dp_rank; DP groups: ranks sharing a tp_rank (see rank_grid.h).
   ctx.tp = world.split(ctx.grid.dp_rank(), "tp");
   ctx.dp = world.split(ctx.grid.tp_rank(), "dp");
@@ -237,9 +244,13 @@ void build_groups(ParallelContext& ctx, const Config& cfg, Backend& backend) {
              "MPI (not NCCL: " + (c.nccl ? std::string("a rank on another node cannot use it") : c.reason) + ")");
 }
 
-std::shared_ptr<PeerDirectory> exchange_peers(const ParallelContext& ctx) {
-  if (ctx.world->size() == 1) return nullptr;
+std::shared_ptr<PeerDirectory> exchange_peers(ParallelContext& ctx) {
+  if (ctx.world->size() == 1) {
+    ctx.startup.reset();
+    return nullptr;
+  }
   auto peers = PeerDirectory::exchange(*ctx.world);
+  ctx.startup.reset();  // start-up is over: collectives from here have their own deadline
   if (ctx.world->rank() == 0) {
     const RankMap map = describe_rank_map(peers->hosts(), ctx.grid.tp());
     log::info("{}", map.line);

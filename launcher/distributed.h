@@ -13,6 +13,7 @@
 
 #include "launcher/config.h"
 #include "parallel/comm/communicator.h"
+#include "parallel/comm/startup_guard.h"
 #include "parallel/topology/rank_grid.h"
 
 namespace cr {
@@ -20,6 +21,7 @@ namespace cr {
 class Backend;
 class NcclApi;
 class PeerDirectory;
+class StartupGuard;
 
 struct ParallelContext {
   RankGrid grid{1, 1, 0};
@@ -34,6 +36,9 @@ struct ParallelContext {
   // This rank's index among the ranks on its node (MPI_COMM_TYPE_SHARED, SLURM_LOCALID or
   // LOCAL_RANK): picks its GPU.
   int local_rank = 0, local_size = 1;
+  // Bounds MPI's wire-up by parallel.timeout_s (startup_guard.h): armed by init_processes,
+  // disarmed by exchange_peers. Null without MPI.
+  std::unique_ptr<StartupGuard> startup;
   // MPI_THREAD_MULTIPLE granted: a communication thread may issue collectives while the main
   // thread issues others (parallel.overlap needs it). Always true without MPI.
   bool thread_multiple = true;
@@ -54,8 +59,8 @@ void build_groups(ParallelContext& ctx, const Config& cfg, Backend& backend);
 void build_groups(ParallelContext& ctx, const Config& cfg);
 // Collective over the world (after build_groups): every rank's host and probe address
 // (parallel/comm/peer_probe.h). Rank 0 logs the rank map and warns about tensor-parallel groups
-// that span hosts. Null for a one-rank job.
-std::shared_ptr<PeerDirectory> exchange_peers(const ParallelContext& ctx);
+// that span hosts. Null for a one-rank job. Ends the start-up guard (ctx.startup).
+std::shared_ptr<PeerDirectory> exchange_peers(ParallelContext& ctx);
 // Destroys the communicators, split groups before the ones they were split from (NCCL).
 void release_groups(ParallelContext& ctx);
 // Ends the job from any rank after an error that may not have reached the others.

@@ -134,14 +134,19 @@ _sc_spawn() {
   echo $! >"$SC_DIR/run/$name.pid"
 }
 
-_sc_show_logs() {
+# slurm_logs DIR [GLOB [LINES]]: the tail of each non-empty log of the cluster in DIR, on stdout
+# (GLOB default *, LINES default 15). Shared with tests/multinode.
+slurm_logs() {
   local f
-  for f in "$SC_DIR"/log/*; do
+  for f in "$1"/log/${2:-*}; do
     [[ -s $f ]] || continue
-    echo "--- $f (last 15 lines) ---" >&2
-    tail -n 15 "$f" >&2
+    echo "--- $f (last ${3:-15} lines) ---"
+    tail -n "${3:-15}" "$f"
   done
+  return 0
 }
+
+_sc_show_logs() { slurm_logs "$SC_DIR" >&2; }
 
 # _sc_start_failed: shows the logs and stops whatever this start had brought up.
 _sc_start_failed() {

@@ -78,13 +78,7 @@ trap cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
-daemon_logs() {
-  local f
-  for f in "$CLUSTER"/log/*.log; do
-    [[ -s $f ]] && { echo "--- $f (last 20 lines) ---"; tail -n 20 "$f"; }
-  done
-  return 0
-}
+daemon_logs() { slurm_logs "$CLUSTER" '*.log' 20; }
 
 start=$(date +%s%N)
 ms() { echo $((($(date +%s%N) - start) / 1000000)); }

@@ -5,7 +5,8 @@
 # the machine's own network namespace is touched, so the hosts' traffic stays among them.
 #
 #   hosts.sh up N              create hosts 1..N (idempotent: an existing host set is replaced)
-#   hosts.sh down              remove every host, the switch and their processes (idempotent)
+#   hosts.sh down [N]          remove every host, the switch and their processes (idempotent; N,
+#                              if given, is not needed: every host of the prefix goes)
 #   hosts.sh exec HOST CMD...  run CMD on HOST (its network, hostname and /etc/hosts)
 #   hosts.sh link HOST up|down plug or unplug HOST's cable (its port on the switch); up returns
 #                              once HOST reaches another host again
@@ -133,7 +134,10 @@ cmd=${1:-}
 shift || true
 case $cmd in
   up) up "${1:?usage: hosts.sh up N}" ;;
-  down) down ;;
+  down)
+    [[ -z ${1:-} || ${1:-} =~ ^[0-9]+$ ]] || die "down $1: expected nothing or a host count"
+    down
+    ;;
   exec)
     h=${1:?usage: hosts.sh exec HOST CMD...}
     shift
@@ -164,7 +168,7 @@ case $cmd in
     ;;
   list) for h in $(existing_hosts); do echo "$h $(host_addr "$h")"; done ;;
   *)
-    echo "usage: hosts.sh up N | down | exec HOST CMD... | link HOST up|down | list" >&2
+    echo "usage: hosts.sh up N | down [N] | exec HOST CMD... | link HOST up|down | list | reachable HOST ADDR" >&2
     exit 2
     ;;
 esac

@@ -67,6 +67,20 @@ run two.hosts 1 split.log --set run.dir=split --set train.max_steps=2 || { cat s
 grep -q "tensor-parallel group \[0-1\] spans hosts crnode1, crnode2" split.log \
   || fail "no warning for a TP group across hosts: $(grep 'rank map' split.log)"
 
+# The pin matters: without NET_IF, Open MPI also uses the decoy, rank-to-rank connections to
+# 172.17.0.1 reach the caller's own host, and the ranks wait forever in MPI's wire-up, where no
+# collective deadline applies. The start-up guard ends them within parallel.timeout_s, naming
+# the stage and the fix.
+start=$(date +%s%N)
+rc=0
+NET_IF= run two.hosts 2 nopin.log --set run.dir=nopin --set train.max_steps=2 || rc=$?
+took=$(( ($(date +%s%N) - start) / 1000000 ))
+[[ $rc -ne 0 ]] || { cat nopin.log; fail "without NET_IF the job should not get through start-up here (docker0 decoy)"; }
+(( took <= (TIMEOUT_S + 10) * 1000 )) || fail "the unpinned job took $took ms to fail (limit parallel.timeout_s + 10 s)"
+grep -aq "error: start-up did not complete within parallel.timeout_s = $TIMEOUT_S s on crnode[12] (stuck in: connecting the ranks.*NET_IF=eth0" nopin.log \
+  || { cat nopin.log; fail "the unpinned job did not name the stuck start-up and the pin"; }
+note "without NET_IF: start-up stuck on the docker0 decoy, ended after $took ms naming the stage and NET_IF"
+
 # ---- 2. the link cut ------------------------------------------------------------------------
 CUT=(--set run.dir=cut --set checkpoint.dir=cut_ck --set checkpoint.every=10)
 CR_TEST_STEP_DELAY_MS=150 run two.hosts 2 cut.log "${CUT[@]}" &

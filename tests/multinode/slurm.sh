@@ -24,6 +24,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/../dist/ckpt_lib.sh" # dist_init, losses, same_losses, fail, note
+source "$HERE/../dist/slurm_cluster.sh" # slurm_logs
 BIN_ARG=$1 SRC_ARG=$2
 
 export CR_HOSTS_PREFIX=${CR_HOSTS_PREFIX:-crnode} CR_HOSTS_SUBNET=${CR_HOSTS_SUBNET:-10.213.0}
@@ -119,13 +120,7 @@ on "$H1" srun --mpi=list 2>&1 | grep -qw pmix || fail "this Slurm has no mpi/pmi
 # The one network setting the ranks need here (see the header); exported, so sbatch passes it on.
 export OMPI_MCA_btl_tcp_if_include=eth0
 
-daemon_logs() {
-  local f
-  for f in "$CLUSTER"/log/*.log; do
-    [[ -s $f ]] && { echo "--- $f (last 20 lines) ---"; tail -n 20 "$f"; }
-  done
-  return 0
-}
+daemon_logs() { slurm_logs "$CLUSTER" '*.log' 20; }
 
 # submit NAME ARGS...: sbatch on the login node, from $T (the job's SLURM_SUBMIT_DIR); sets JOB.
 submit() {

@@ -135,14 +135,7 @@ spawn() {
   echo $! >"$DIR/run/$name.pid"
 }
 
-show_logs() {
-  local f
-  for f in "$DIR"/log/*; do
-    [[ -s $f ]] || continue
-    echo "--- $f (last 15 lines) ---" >&2
-    tail -n 15 "$f" >&2
-  done
-}
+show_logs() { slurm_logs "$DIR" >&2; }
 
 # start_failed: the logs, then stop what this start brought up; exit 1 for a configuration error
 # (a bug here), 77 otherwise (this machine keeps the daemons from running).

@@ -8,12 +8,15 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <thread>
 
 #include <fmt/format.h>
 
 #include "parallel/comm/flight_recorder.h"
 #include "parallel/comm/peer_probe.h"
+#include "parallel/comm/startup_guard.h"
 
 namespace cr {
 namespace {
@@ -223,6 +226,31 @@ TEST(Desync, ARankBlockedOnTheNetworkIsNotTheCulprit) {
       << line;
   EXPECT_NE(line.find("n1 (ranks 0-1) and n2 (ranks 2-3) cannot reach each other"), std::string::npos)
       << line;
+}
+
+TEST(StartupGuard, ReportsTheStageItIsStuckInUnlessDisarmed) {
+  std::atomic<int> fired{0};
+  std::string stage;
+  double secs = 0;
+  {
+    StartupGuard g(std::chrono::milliseconds(100), "MPI_Init", [&](const std::string& s, double t) {
+      stage = s;
+      secs = t;
+      fired++;
+    });
+    g.stage("connecting the ranks");
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  EXPECT_EQ(fired.load(), 1);
+  EXPECT_EQ(stage, "connecting the ranks");
+  EXPECT_DOUBLE_EQ(secs, 0.1);
+  {
+    StartupGuard g(std::chrono::milliseconds(100), "MPI_Init", [&](const std::string&, double) { fired++; });
+    g.disarm();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  { StartupGuard g(std::chrono::milliseconds(100), "MPI_Init", [&](const std::string&, double) { fired++; }); }
+  EXPECT_EQ(fired.load(), 1) << "a disarmed or destroyed guard stays quiet";
 }
 
 }  // namespace
